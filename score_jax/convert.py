@@ -1,0 +1,154 @@
+"""Official NCSN / NCSNv2 PyTorch checkpoints -> Flax variables for `get_model(config)`.
+
+    python -m score_jax.convert --checkpoint=PATH --config=CONFIG --workdir=DIR
+
+writes an orbax checkpoint in DIR that `main.py --mode=sample` uses. PyTorch is an optional
+extra (`pip install score_jax[torch]`); the file is read with `weights_only=True`, so no code
+stored in it runs.
+"""
+
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+from flax import traverse_util
+
+_PREFIX = "module."
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint does not fit the model the config builds."""
+
+
+def torch_key_to_flax_path(key: str) -> Optional[tuple]:
+  """'module.res1.0.conv1.weight' -> ('res1_0', 'conv1', 'kernel'); None for buffers.
+
+  List indices of nn.ModuleList join their parent's name, as linen names list members.
+  """
+  if key.startswith(_PREFIX):
+    key = key[len(_PREFIX):]
+  parts = key.split(".")
+  if parts == ["sigmas"]:
+    return None  # a buffer recomputed from the config
+  out = []
+  for part in parts:
+    if part.isdigit() and out:
+      out[-1] = f"{out[-1]}_{part}"
+    else:
+      out.append(part)
+  # ConvMeanPool with adjust_padding wraps its conv in nn.Sequential(ZeroPad2d, conv).
+  out = [("conv" if p == "conv_1" else p) for p in out]
+  leaf = out[-1]
+  if leaf == "weight" and len(out) >= 2 and out[-2] == "embed":
+    return tuple(out[:-1])
+  if leaf == "weight":
+    return tuple(out[:-1]) + ("kernel",)
+  return tuple(out)
+
+
+def _to_flax_array(path: tuple, value: np.ndarray) -> np.ndarray:
+  if path[-1] == "kernel" and value.ndim == 4:
+    return np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+  return value
+
+
+def state_dict_to_params(state_dict: Mapping[str, Any], target: Mapping[str, Any]) -> Dict:
+  """Map a PyTorch state dict onto `target` (a Flax params tree), checking every shape.
+
+  Args:
+    state_dict: name -> array-like (torch tensors or NumPy arrays).
+    target: the params tree of the model the checkpoint should fit (shapes are what count).
+
+  Returns:
+    A nested dict of float32 NumPy arrays with the structure of `target`.
+
+  Raises:
+    CheckpointMismatchError: naming the first key whose shape differs, or keys missing on
+      either side.
+  """
+  flat_target = traverse_util.flatten_dict(dict(target))
+  converted = {}
+  for key, value in state_dict.items():
+    path = torch_key_to_flax_path(key)
+    if path is None:
+      continue
+    array = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    array = _to_flax_array(path, array)
+    if path not in flat_target:
+      raise CheckpointMismatchError(
+          f"checkpoint key {key!r} (-> {'/'.join(path)}) has no counterpart in the model the "
+          "config builds; is this checkpoint for another architecture or depth?")
+    want = tuple(flat_target[path].shape)
+    if tuple(array.shape) != want:
+      raise CheckpointMismatchError(
+          f"checkpoint key {key!r} has shape {tuple(array.shape)} (as Flax "
+          f"{'/'.join(path)}), but the config's model expects {want}.")
+    converted[path] = array.astype(np.float32)
+  missing = sorted("/".join(p) for p in flat_target if p not in converted)
+  if missing:
+    raise CheckpointMismatchError(
+        f"the checkpoint lacks {len(missing)} parameter(s) the model needs, first {missing[0]!r}.")
+  return traverse_util.unflatten_dict(converted)
+
+
+def _ncsnv2_ema_to_state_dict(ema_state: Mapping[str, Any]) -> Dict[str, Any]:
+  # The official EMA helper stores names without the DataParallel prefix and no buffers.
+  return {_PREFIX + k if not k.startswith(_PREFIX) else k: v for k, v in ema_state.items()}
+
+
+def read_official_checkpoint(path: str):
+  """Load an official checkpoint.pth without executing code from it.
+
+  Returns:
+    (model_state, ema_state or None).
+  """
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "reading PyTorch checkpoints needs torch: pip install 'score_jax[torch]' "
+        "(or pip install torch)") from e
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except (RuntimeError, ValueError, EOFError, OSError) as e:
+    # torch.load raises these for files that are not weights-only pickles or not zip files.
+    raise CheckpointMismatchError(
+        f"{path!r} is not a PyTorch checkpoint that can be loaded with weights_only=True: {e}"
+    ) from e
+  if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping):
+    model_state = obj[0]
+    ema_state = obj[4] if len(obj) >= 5 and isinstance(obj[4], Mapping) else None
+    return model_state, ema_state
+  raise CheckpointMismatchError(
+      f"{path!r} holds a {type(obj).__name__}; expected the official training loop's list "
+      "[model_state, optimizer_state, ...] (NCSNv2 adds epoch, step, ema_state).")
+
+
+def load_official_checkpoint(path: str, config, use_ema: Optional[bool] = None) -> Dict:
+  """Flax variables {'params': ...} for `get_model(config)` from an official checkpoint.
+
+  Args:
+    path: an official `checkpoint.pth` / `checkpoint_N.pth`.
+    config: the score_jax config whose model the weights should fit.
+    use_ema: True for the EMA weights, False for the raw ones; None (default) takes the EMA
+      weights when the file has them and `config.model.ema` is set.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax import models  # pylint: disable=g-import-not-at-top
+
+  model_state, ema_state = read_official_checkpoint(path)
+  if use_ema is None:
+    use_ema = bool(config.model.ema) and ema_state is not None
+  if use_ema:
+    if ema_state is None:
+      raise CheckpointMismatchError(f"{path!r} has no EMA weights (use_ema=True was asked).")
+    state = _ncsnv2_ema_to_state_dict(ema_state)
+  else:
+    state = model_state
+  model = models.get_model(config)
+  shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
+  abstract = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32),
+                         np.zeros((1,), np.int32)))
+  return {"params": state_dict_to_params(state, abstract["params"])}
+
+

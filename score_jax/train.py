@@ -1,0 +1,216 @@
+"""Training: TrainState, the jit-compiled data-parallel train step, and the training loop."""
+
+import functools
+import os
+from typing import Any, Callable, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from score_jax import checkpoints, datasets, images, losses, metrics, models, noise, optim
+from score_jax import samplers, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. The model and optimizer live in closures, not here.
+
+  Attributes:
+    step: int32 [], steps taken.
+    params: the network parameters.
+    opt_state: the optax state; with `model.ema` it holds the parameter EMA (`optim.ema_of`).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+  @property
+  def ema_params(self):
+    """The EMA parameters when the optimizer keeps them, else the raw parameters."""
+    ema = optim.ema_of(self.opt_state)
+    return self.params if ema is None else ema
+
+
+def validate_config(config) -> None:
+  """Fail early, before anything is written, on settings the run cannot use."""
+  noise.sigmas_from_config(config)  # raises on sigma_begin <= sigma_end and the like
+  models.get_model(config)  # raises on unknown model names and image sizes
+  n_dev = jax.device_count()
+  for name in ("training.batch_size", "sampling.batch_size"):
+    section, key = name.split(".")
+    value = config[section][key]
+    if value <= 0 or value % n_dev:
+      raise ValueError(f"config.{name}={value!r} must be a positive multiple of the "
+                       f"{n_dev} device(s) the batch is split over.")
+  for name in ("n_iters", "snapshot_freq", "log_freq"):
+    if config.training[name] <= 0:
+      raise ValueError(f"config.training.{name}={config.training[name]!r} must be positive.")
+
+
+def init_state(config, model, tx, key) -> TrainState:
+  """A fresh TrainState with the model's initial parameters (host arrays)."""
+  size, ch = config.data.image_size, config.data.channels
+  variables = model.init(key, jnp.zeros((1, size, size, ch)), jnp.zeros((1,), jnp.int32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(config, model, tx) -> Callable:
+  """The pure step (state, batch [B, H, W, C], base_key) -> (state, {'loss': []}).
+
+  The step's randomness is fold_in(base_key, state.step): no RNG state to carry, and the
+  same for any device count.
+  """
+  sigmas = noise.sigmas_from_config(config)
+  anneal_power = config.training.anneal_power
+
+  def loss_fn(params, batch, key):
+    score_fn = lambda x, y: model.apply({"params": params}, x, y)
+    return losses.dsm_loss(score_fn, batch, sigmas, key, anneal_power)
+
+  def train_step(state: TrainState, batch, base_key):
+    key = jax.random.fold_in(base_key, state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {"loss": loss}
+
+  return train_step
+
+
+def jit_train_step(train_step, mesh):
+  """jit over the mesh: state replicated, batch split on 'data', old state donated."""
+  repl = NamedSharding(mesh, P())
+  data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                 donate_argnums=0)
+
+
+def make_sample_fn(config, model) -> Callable:
+  """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from U[0, 1]."""
+  sigmas = noise.sigmas_from_config(config)
+  s = config.sampling
+  shape = (s.batch_size, config.data.image_size, config.data.image_size, config.data.channels)
+  if s.init != "uniform":
+    raise ValueError(f"config.sampling.init={s.init!r}; expected 'uniform'.")
+
+  def sample(params, key):
+    init_key, run_key = jax.random.split(key)
+    x0 = samplers.uniform_init(init_key, shape)
+    score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
+    return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr,
+                                      run_key, denoise=s.denoise)
+
+  return sample
+
+
+def jit_sample_fn(sample_fn, mesh):
+  repl = NamedSharding(mesh, P())
+  return jax.jit(sample_fn, in_shardings=(repl, repl),
+                 out_shardings=NamedSharding(mesh, P(sharding.DATA_AXIS)))
+
+
+def _keys(config):
+  base = jax.random.PRNGKey(config.seed)
+  return dict(zip(("init", "train", "sample"), jax.random.split(base, 3)))
+
+
+def build(config, mesh):
+  """(model, tx, replicated fresh state) for a config on a mesh."""
+  model = models.get_model(config)
+  tx = optim.make_optimizer(config)
+  state = init_state(config, model, tx, _keys(config)["init"])
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  return model, tx, state
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+  """Train until `training.n_iters` steps, resuming from the newest checkpoint in workdir.
+
+  Writes checkpoints/ (orbax, the last `training.keep_checkpoints`), samples/*.png at each
+  snapshot when `training.snapshot_sampling`, metrics.jsonl, and TensorBoard events when
+  TensorFlow is installed.
+  """
+  validate_config(config)
+  mesh = sharding.data_mesh()
+  is_main = jax.process_index() == 0
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
+  model, tx, state = build(config, mesh)
+  state = ckpt.restore_latest(state)
+  start = int(state.step)
+  if start:
+    logging.info("Resuming from step %d in %s.", start, workdir)
+
+  images_all = datasets.load_images(config, "train")
+  train_step = jit_train_step(make_train_step(config, model, tx), mesh)
+  sample_fn = jit_sample_fn(make_sample_fn(config, model), mesh) \
+      if config.training.snapshot_sampling else None
+  keys = _keys(config)
+  writer = metrics.MetricsWriter(workdir, is_main)
+  t = config.training
+  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
+
+  bar = tqdm.tqdm(total=t.n_iters, initial=start, desc="train", unit="step",
+                  disable=not is_main, dynamic_ncols=True)
+  for step in range(start, t.n_iters):
+    local = datasets.local_batch(images_all, t.batch_size, step, config.seed,
+                                 jax.process_index(), jax.process_count(),
+                                 config.data.random_flip)
+    batch = sharding.global_batch(local, batch_sharding, t.batch_size)
+    state, step_metrics = train_step(state, batch, keys["train"])
+    done = step + 1
+    bar.update(1)
+    if done % t.log_freq == 0 or done == t.n_iters:
+      loss = float(step_metrics["loss"])
+      if not np.isfinite(loss):
+        raise FloatingPointError(f"training loss is {loss} at step {done}; stopping before "
+                                 "a checkpoint with non-finite weights is written.")
+      writer.write(done, {"loss": loss})
+      bar.set_postfix(loss=f"{loss:.4g}")
+    if done % t.snapshot_freq == 0 or done == t.n_iters:
+      ckpt.save(done, state)
+      if sample_fn is not None:
+        samples = sample_fn(state.ema_params, keys["sample"])
+        if is_main:
+          images.save_grid(sharding.to_host(samples),
+                           os.path.join(workdir, "samples", f"image_grid_{done}.png"))
+  bar.close()
+  writer.flush()
+  ckpt.wait()
+  return state
+
+
+def sample(config, workdir: str) -> np.ndarray:
+  """Load the newest checkpoint (EMA weights when kept) and write a grid and an .npz.
+
+  Writes samples/sample_<step>.png and samples/sample_<step>.npz (key 'samples', NHWC in
+  [0, 1] before clipping). Returns the samples.
+  """
+  validate_config(config)
+  mesh = sharding.data_mesh()
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
+  _, _, state = build(config, mesh)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
+                            "(--mode=train) or convert an official one.")
+  state = ckpt.restore_latest(state)
+  step = int(state.step)
+  model = models.get_model(config)
+  sample_fn = jit_sample_fn(make_sample_fn(config, model), mesh)
+  key = jax.random.fold_in(_keys(config)["sample"], step)
+  with tqdm.tqdm(total=1, desc="sample", disable=jax.process_index() != 0) as bar:
+    samples = sharding.to_host(sample_fn(state.ema_params, key))
+    bar.update(1)
+  if jax.process_index() == 0:
+    out_dir = os.path.join(workdir, "samples")
+    os.makedirs(out_dir, exist_ok=True)
+    images.save_grid(samples, os.path.join(out_dir, f"sample_{step}.png"))
+    np.savez(os.path.join(out_dir, f"sample_{step}.npz"), samples=samples)
+  return samples
