@@ -7,7 +7,8 @@ extra (`pip install score_jax[torch]`); the file is read with `weights_only=True
 stored in it runs.
 """
 
-from typing import Any, Dict, Mapping, Optional
+import pickle
+from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 import numpy as np
 from flax import traverse_util
@@ -95,12 +96,14 @@ def _ncsnv2_ema_to_state_dict(ema_state: Mapping[str, Any]) -> Dict[str, Any]:
   return {_PREFIX + k if not k.startswith(_PREFIX) else k: v for k, v in ema_state.items()}
 
 
-def read_official_checkpoint(path: str):
-  """Load an official checkpoint.pth without executing code from it.
+class OfficialCheckpoint(NamedTuple):
+  model_state: Mapping[str, Any]
+  ema_state: Optional[Mapping[str, Any]]  # NCSNv2 files only
+  step: int  # 0 when the file does not record it (NCSN)
 
-  Returns:
-    (model_state, ema_state or None).
-  """
+
+def read_official_checkpoint(path: str) -> OfficialCheckpoint:
+  """Load an official checkpoint.pth without executing code from it."""
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
@@ -109,18 +112,29 @@ def read_official_checkpoint(path: str):
         "(or pip install torch)") from e
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
-  except (RuntimeError, ValueError, EOFError, OSError) as e:
-    # torch.load raises these for files that are not weights-only pickles or not zip files.
+  except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as e:
+    # torch.load raises these for files that are not checkpoints, and UnpicklingError for
+    # pickles that would need code (a class or function) to be rebuilt.
     raise CheckpointMismatchError(
         f"{path!r} is not a PyTorch checkpoint that can be loaded with weights_only=True: {e}"
     ) from e
   if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping):
-    model_state = obj[0]
     ema_state = obj[4] if len(obj) >= 5 and isinstance(obj[4], Mapping) else None
-    return model_state, ema_state
+    step = obj[3] if len(obj) >= 4 and isinstance(obj[3], int) else 0
+    return OfficialCheckpoint(obj[0], ema_state, step)
   raise CheckpointMismatchError(
       f"{path!r} holds a {type(obj).__name__}; expected the official training loop's list "
       "[model_state, optimizer_state, ...] (NCSNv2 adds epoch, step, ema_state).")
+
+
+def _abstract_params(config):
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.get_model(config)
+  shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
+  return jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32),
+                         np.zeros((1,), np.int32)))["params"]
 
 
 def load_official_checkpoint(path: str, config, use_ema: Optional[bool] = None) -> Dict:
@@ -132,10 +146,7 @@ def load_official_checkpoint(path: str, config, use_ema: Optional[bool] = None) 
     use_ema: True for the EMA weights, False for the raw ones; None (default) takes the EMA
       weights when the file has them and `config.model.ema` is set.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from score_jax import models  # pylint: disable=g-import-not-at-top
-
-  model_state, ema_state = read_official_checkpoint(path)
+  model_state, ema_state, _ = read_official_checkpoint(path)
   if use_ema is None:
     use_ema = bool(config.model.ema) and ema_state is not None
   if use_ema:
@@ -144,11 +155,63 @@ def load_official_checkpoint(path: str, config, use_ema: Optional[bool] = None) 
     state = _ncsnv2_ema_to_state_dict(ema_state)
   else:
     state = model_state
-  model = models.get_model(config)
-  shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
-  abstract = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32),
-                         np.zeros((1,), np.int32)))
-  return {"params": state_dict_to_params(state, abstract["params"])}
+  return {"params": state_dict_to_params(state, _abstract_params(config))}
+
+
+def convert_to_workdir(path: str, config, workdir: str) -> int:
+  """Write an official checkpoint as a score_jax orbax checkpoint in workdir.
+
+  The raw weights become the TrainState's params and, when the config keeps an EMA, the
+  file's EMA weights (or the raw ones if it has none) the optimizer's EMA, so
+  `main.py --mode=sample` samples from what the official code would. Adam's moments start
+  fresh: the official optimizer state is not carried over.
+
+  Returns:
+    the step the checkpoint is saved at (the official step when the file records it).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax import checkpoints, optim, sharding, train  # pylint: disable=g-import-not-at-top
+
+  model_state, ema_state, step = read_official_checkpoint(path)
+  abstract = _abstract_params(config)
+  raw = state_dict_to_params(model_state, abstract)
+  train.validate_config(config)
+  mesh = sharding.data_mesh()
+  _, _, state = train.build(config, mesh)
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    raise FileExistsError(
+        f"{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); "
+        "convert into an empty --workdir so that nothing is overwritten.")
+  put = lambda tree: jax.device_put(tree, state.step.sharding)
+  opt_state = state.opt_state
+  if optim.ema_of(opt_state) is not None:
+    ema = raw if ema_state is None else state_dict_to_params(
+        _ncsnv2_ema_to_state_dict(ema_state), abstract)
+    opt_state = optim.with_ema(opt_state, put(ema))
+  state = state.replace(step=put(np.asarray(step, np.int32)), params=put(raw),
+                        opt_state=opt_state)
+  ckpt.save(step, state)
+  ckpt.wait()
+  return step
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  step = convert_to_workdir(f.checkpoint, f.config, f.workdir)
+  print(f"Wrote step {step} of {f.checkpoint} to {f.workdir}/checkpoints; sample with "
+        f"python main.py --config=... --mode=sample --workdir={f.workdir}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("checkpoint", None, "Official checkpoint.pth.")
+  flags.DEFINE_string("workdir", None, "Where to write the orbax checkpoint.")
+  config_flags.DEFINE_config_file("config", None, "score_jax config.", lock_config=True)
+  flags.mark_flags_as_required(["checkpoint", "workdir", "config"])
+  app.run(main)
 
 
