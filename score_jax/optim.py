@@ -62,3 +62,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
   if config.model.ema:
     parts.append(ema_params(config.model.ema_rate))
   return optax.chain(*parts)
+
+
+def with_ema(opt_state, ema):
+  """`opt_state` with its parameter EMA replaced by `ema` (same structure as the params)."""
+  if ema_of(opt_state) is None:
+    raise ValueError("the optimizer state keeps no parameter EMA to replace.")
+  return jax.tree.map(
+      lambda s: s._replace(ema=ema) if isinstance(s, ParamEMAState) else s, opt_state,
+      is_leaf=lambda s: isinstance(s, ParamEMAState))

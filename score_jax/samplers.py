@@ -38,7 +38,8 @@ def langevin_step_sizes(sigmas, step_lr):
 
 
 def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: int, step_lr,
-                      key, denoise: bool = False, sample_ids: Optional[jax.Array] = None):
+                      key, denoise: bool = False, sample_ids: Optional[jax.Array] = None,
+                      on_level_done: Optional[Callable[[jax.Array], None]] = None):
   """Annealed Langevin dynamics (NCSNv2 Algorithm 1).
 
   For each level i = 1..L and T = n_steps_each steps:
@@ -58,6 +59,8 @@ def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: in
     denoise: add the final denoising step.
     sample_ids: int [B] global ids of the samples (default 0..B-1); give the offsets when a
       batch is a slice of a larger one.
+    on_level_done: host callback given the finished level index, for progress bars; it runs
+      through jax.debug.callback and changes nothing in the computation.
 
   Returns:
     [B, ...] final samples.
@@ -74,15 +77,17 @@ def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: in
     def step(x, t):
       z = _normal_per_sample(keys, i * n_steps_each + t, x.shape[1:], dtype)
       x = x + alpha * score_fn(x, i) + jnp.sqrt(2.0 * alpha) * z
-      return x, None
+      return x.astype(dtype), None
 
     x, _ = jax.lax.scan(step, x, jnp.arange(n_steps_each))
+    if on_level_done is not None:
+      jax.debug.callback(on_level_done, i)
     return x, None
 
   x, _ = jax.lax.scan(level, x_init, jnp.arange(n_levels))
   if denoise:
     x = x + sigmas[-1] ** 2 * score_fn(x, jnp.asarray(n_levels - 1))
-  return x
+  return x.astype(dtype)
 
 
 def indexed_score_fn(apply_fn, variables) -> IndexedScoreFn:

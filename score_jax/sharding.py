@@ -8,8 +8,13 @@ DATA_AXIS = "data"
 
 
 def data_mesh() -> Mesh:
-  """A 1-D mesh over all devices (all hosts) with the axis 'data'."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+  """A 1-D mesh over all devices (all hosts) with the axis 'data'.
+
+  The axis is Auto (jit's shardings and sharding constraints steer XLA's propagation);
+  newer jax.make_mesh defaults to Explicit axes, which reject such constraints.
+  """
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def global_batch(local: np.ndarray, batch_sharding: NamedSharding, global_size: int):

@@ -1,8 +1,7 @@
 """Training: TrainState, the jit-compiled data-parallel train step, and the training loop."""
 
-import functools
 import os
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional
 
 import flax
 import jax
@@ -10,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from absl import logging
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from score_jax import checkpoints, datasets, images, losses, metrics, models, noise, optim
@@ -48,13 +46,15 @@ def validate_config(config) -> None:
     if value <= 0 or value % n_dev:
       raise ValueError(f"config.{name}={value!r} must be a positive multiple of the "
                        f"{n_dev} device(s) the batch is split over.")
-  for name in ("n_iters", "snapshot_freq", "log_freq"):
-    if config.training[name] <= 0:
-      raise ValueError(f"config.training.{name}={config.training[name]!r} must be positive.")
+  for section, name in (("training", "n_iters"), ("training", "snapshot_freq"),
+                        ("training", "log_freq"), ("training", "keep_checkpoints"),
+                        ("sampling", "n_steps_each"), ("sampling", "step_lr")):
+    if config[section][name] <= 0:
+      raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
 
 
 def init_state(config, model, tx, key) -> TrainState:
-  """A fresh TrainState with the model's initial parameters (host arrays)."""
+  """A fresh TrainState with the model's initial parameters."""
   size, ch = config.data.image_size, config.data.channels
   variables = model.init(key, jnp.zeros((1, size, size, ch)), jnp.zeros((1,), jnp.int32))
   params = variables["params"]
@@ -93,8 +93,27 @@ def jit_train_step(train_step, mesh):
                  donate_argnums=0)
 
 
-def make_sample_fn(config, model) -> Callable:
-  """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from U[0, 1]."""
+class LevelProgress:
+  """A host callback that moves a tqdm bar to the number of finished noise levels.
+
+  The jitted sampler keeps a reference to this object; point `bar` at a fresh bar per call.
+  """
+
+  def __init__(self):
+    self.bar = None
+
+  def __call__(self, level):
+    if self.bar is not None:
+      self.bar.update(max(0, int(level) + 1 - self.bar.n))
+
+
+def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
+                   batch_sharding: Optional[NamedSharding] = None) -> Callable:
+  """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from U[0, 1].
+
+  `batch_sharding` splits the samples over devices; without it, XLA would be free to run
+  the whole batch on every device, since nothing else in the sampler is sharded.
+  """
   sigmas = noise.sigmas_from_config(config)
   s = config.sampling
   shape = (s.batch_size, config.data.image_size, config.data.image_size, config.data.channels)
@@ -104,14 +123,17 @@ def make_sample_fn(config, model) -> Callable:
   def sample(params, key):
     init_key, run_key = jax.random.split(key)
     x0 = samplers.uniform_init(init_key, shape)
+    if batch_sharding is not None:
+      x0 = jax.lax.with_sharding_constraint(x0, batch_sharding)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr,
-                                      run_key, denoise=s.denoise)
+                                      run_key, denoise=s.denoise, on_level_done=progress)
 
   return sample
 
 
 def jit_sample_fn(sample_fn, mesh):
+  """jit over the mesh: params and key replicated, samples split on 'data'."""
   repl = NamedSharding(mesh, P())
   return jax.jit(sample_fn, in_shardings=(repl, repl),
                  out_shardings=NamedSharding(mesh, P(sharding.DATA_AXIS)))
@@ -126,9 +148,11 @@ def build(config, mesh):
   """(model, tx, replicated fresh state) for a config on a mesh."""
   model = models.get_model(config)
   tx = optim.make_optimizer(config)
-  state = init_state(config, model, tx, _keys(config)["init"])
-  state = jax.device_put(state, NamedSharding(mesh, P()))
-  return model, tx, state
+  # Initialised under jit straight into its replicated sharding: no host copy of the weights,
+  # and every host of a pod computes the same values from the same key.
+  init = jax.jit(lambda key: init_state(config, model, tx, key),
+                 out_shardings=NamedSharding(mesh, P()))
+  return model, tx, init(_keys(config)["init"])
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
@@ -139,23 +163,24 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   TensorFlow is installed.
   """
   validate_config(config)
+  # Data first: a bad dataset setting fails before anything is created in workdir.
+  images_all = datasets.load_images(config, "train")
   mesh = sharding.data_mesh()
   is_main = jax.process_index() == 0
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
   model, tx, state = build(config, mesh)
   state = ckpt.restore_latest(state)
   start = int(state.step)
-  if start:
-    logging.info("Resuming from step %d in %s.", start, workdir)
-
-  images_all = datasets.load_images(config, "train")
+  if start and is_main:
+    print(f"Resuming from step {start} in {workdir}.")
   train_step = jit_train_step(make_train_step(config, model, tx), mesh)
-  sample_fn = jit_sample_fn(make_sample_fn(config, model), mesh) \
-      if config.training.snapshot_sampling else None
+  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  sample_fn = None
+  if config.training.snapshot_sampling:
+    sample_fn = jit_sample_fn(make_sample_fn(config, model, None, batch_sharding), mesh)
   keys = _keys(config)
   writer = metrics.MetricsWriter(workdir, is_main)
   t = config.training
-  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
 
   bar = tqdm.tqdm(total=t.n_iters, initial=start, desc="train", unit="step",
                   disable=not is_main, dynamic_ncols=True)
@@ -177,10 +202,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     if done % t.snapshot_freq == 0 or done == t.n_iters:
       ckpt.save(done, state)
       if sample_fn is not None:
-        samples = sample_fn(state.ema_params, keys["sample"])
+        # to_host gathers across hosts, so every host calls it; only host 0 writes.
+        samples = sharding.to_host(sample_fn(state.ema_params, keys["sample"]))
         if is_main:
-          images.save_grid(sharding.to_host(samples),
-                           os.path.join(workdir, "samples", f"image_grid_{done}.png"))
+          images.save_grid(samples, os.path.join(workdir, "samples", f"image_grid_{done}.png"))
   bar.close()
   writer.flush()
   ckpt.wait()
@@ -203,11 +228,15 @@ def sample(config, workdir: str) -> np.ndarray:
   state = ckpt.restore_latest(state)
   step = int(state.step)
   model = models.get_model(config)
-  sample_fn = jit_sample_fn(make_sample_fn(config, model), mesh)
+  progress = LevelProgress()
+  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  sample_fn = jit_sample_fn(make_sample_fn(config, model, progress, batch_sharding), mesh)
   key = jax.random.fold_in(_keys(config)["sample"], step)
-  with tqdm.tqdm(total=1, desc="sample", disable=jax.process_index() != 0) as bar:
+  with tqdm.tqdm(total=config.model.num_classes, desc="sample", unit="level",
+                 disable=jax.process_index() != 0) as bar:
+    progress.bar = bar
     samples = sharding.to_host(sample_fn(state.ema_params, key))
-    bar.update(1)
+    progress.bar = None
   if jax.process_index() == 0:
     out_dir = os.path.join(workdir, "samples")
     os.makedirs(out_dir, exist_ok=True)

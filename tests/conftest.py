@@ -1,0 +1,39 @@
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+# Many tests compile the same tiny train step and sampler, in this process, in xdist workers
+# and in subprocesses (which inherit the variable): a shared compilation cache for the
+# session compiles each once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache"))
+
+
+def tiny_config(**overrides):
+  """ncsnv2_mnist shrunk so a train step compiles and runs in seconds on one CPU core."""
+  from configs import ncsnv2_mnist
+  c = ncsnv2_mnist.get_config()
+  c.model.ngf = 4
+  c.model.num_classes = 3
+  c.model.sigma_begin = 1.0
+  c.training.batch_size = 8
+  c.training.n_iters = 4
+  c.training.snapshot_freq = 2
+  c.training.log_freq = 1
+  c.sampling.batch_size = 8
+  c.sampling.n_steps_each = 2
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    c[section][name] = value
+  return c
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config

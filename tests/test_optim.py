@@ -1,0 +1,86 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from score_jax import optim
+
+
+def test_ema_params_follows_its_formula():
+  decay = 0.9
+  tx = optax.chain(optax.sgd(0.1), optim.ema_params(decay))
+  params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+  state = tx.init(params)
+  ema = jax.tree.map(np.asarray, params)
+  for k in range(5):
+    grads = {"w": jnp.array([0.3 * k, 1.0]), "b": jnp.array(-1.0 + k)}
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * np.asarray(p), ema, params)
+  got = optim.ema_of(state)
+  for name in params:
+    np.testing.assert_allclose(got[name], ema[name], rtol=1e-6)
+  # The EMA differs from the raw parameters: the test would catch a transform that copied them.
+  assert not np.allclose(got["w"], params["w"])
+
+
+def test_ema_params_passes_updates_through_and_needs_params():
+  tx = optim.ema_params(0.5)
+  params = {"w": jnp.ones(3)}
+  state = tx.init(params)
+  updates, _ = tx.update({"w": jnp.full(3, 2.0)}, state, params)
+  np.testing.assert_array_equal(updates["w"], 2.0)
+  with pytest.raises(ValueError, match="needs the current params"):
+    tx.update({"w": jnp.ones(3)}, state)
+
+
+def test_ema_of_returns_none_without_ema():
+  assert optim.ema_of(optax.adam(1e-3).init({"w": jnp.ones(2)})) is None
+
+
+def test_make_optimizer_is_torch_style_adam(tiny):
+  # One step of Adam from zero state moves each parameter by lr * g / (|g| + eps) ~= lr.
+  c = tiny()
+  c.model.ema = False
+  tx = optim.make_optimizer(c)
+  params = {"w": jnp.array([1.0, 2.0])}
+  updates, _ = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(params), params)
+  np.testing.assert_allclose(updates["w"], [-c.optim.lr, c.optim.lr], rtol=1e-4)
+
+
+def test_make_optimizer_clips_gradients(tiny):
+  c = tiny()
+  c.model.ema = False
+  c.optim.grad_clip = 1.0
+  params = {"w": jnp.array([1.0, 2.0])}
+  grads = [{"w": jnp.array([300.0, -400.0])}, {"w": jnp.array([0.1, 0.2])}]
+
+  def run(tx):
+    state, out = tx.init(params), []
+    for g in grads:
+      u, state = tx.update(g, state, params)
+      out.append(u["w"])
+    return np.asarray(out)
+
+  want = run(optax.chain(optax.clip_by_global_norm(1.0),
+                         optax.adam(c.optim.lr, b1=c.optim.beta1, eps=c.optim.eps)))
+  np.testing.assert_allclose(run(optim.make_optimizer(c)), want, rtol=1e-5)
+  c.optim.grad_clip = 0.0
+  assert not np.allclose(run(optim.make_optimizer(c)), want, rtol=1e-3)
+
+
+def test_make_optimizer_rejects_unknown_optimizer(tiny):
+  c = tiny()
+  c.optim.optimizer = "SGD"
+  with pytest.raises(ValueError, match="optimizer='SGD'"):
+    optim.make_optimizer(c)
+
+
+def test_with_ema_replaces_the_average(tiny):
+  tx = optim.make_optimizer(tiny())
+  state = tx.init({"w": jnp.zeros(2)})
+  state = optim.with_ema(state, {"w": jnp.ones(2)})
+  np.testing.assert_array_equal(optim.ema_of(state)["w"], 1.0)
+  with pytest.raises(ValueError, match="no parameter EMA"):
+    optim.with_ema(optax.adam(1e-3).init({"w": jnp.zeros(2)}), {"w": jnp.ones(2)})

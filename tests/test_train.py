@@ -1,0 +1,151 @@
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from score_jax import checkpoints, train
+
+WORKER = os.path.join(ROOT, "tests", "train_worker.py")
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def snapshot(workdir):
+  """Every file under workdir with its bytes, to prove nothing was changed."""
+  out = {}
+  for root, _, files in os.walk(workdir):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, workdir)] = f.read()
+  return out
+
+
+def test_train_checkpoint_resume_sample(tmp_path, tiny):
+  wd = str(tmp_path / "run")
+  c = tiny(**{"training.n_iters": 4, "training.snapshot_freq": 2, "training.log_freq": 1})
+  state = train.train_and_evaluate(c, wd)
+  assert int(state.step) == 4
+  assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4]
+  assert all(np.isfinite(m["loss"]) for m in read_metrics(wd))
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["2", "4"]
+  assert os.path.exists(os.path.join(wd, "samples", "image_grid_4.png"))
+
+  # Same command with more steps: resumes at 4 and continues the count.
+  c.training.n_iters = 7
+  c.training.log_freq = 2
+  state = train.train_and_evaluate(c, wd)
+  assert int(state.step) == 7
+  assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4, 6, 7]
+  # keep_checkpoints=3 keeps the newest three.
+  assert sorted(os.listdir(os.path.join(wd, "checkpoints")), key=int) == ["4", "6", "7"]
+
+  samples = train.sample(c, wd)
+  assert samples.shape == (8, 28, 28, 1)
+  saved = np.load(os.path.join(wd, "samples", "sample_7.npz"))["samples"]
+  np.testing.assert_array_equal(saved, samples)
+  assert os.path.exists(os.path.join(wd, "samples", "sample_7.png"))
+  # Sampling uses the EMA weights held in the optimizer state, which differ from the raw ones.
+  assert not np.allclose(jax.tree.leaves(state.ema_params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
+  base = {"training.snapshot_sampling": False, "training.log_freq": 1}
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 4}), a)
+  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 2}), b)
+  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 4}), b)
+  np.testing.assert_allclose([m["loss"] for m in read_metrics(a)],
+                             [m["loss"] for m in read_metrics(b)], rtol=1e-6)
+
+
+def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
+  wd = str(tmp_path / "run")
+  train.train_and_evaluate(tiny(**{"training.n_iters": 2, "training.snapshot_sampling": False}),
+                           wd)
+  before = snapshot(wd)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf: checkpoint 4"):
+    train.train_and_evaluate(tiny(**{"model.ngf": 8, "training.n_iters": 4}), wd)
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf"):
+    train.sample(tiny(**{"model.ngf": 8}), wd)
+  assert snapshot(wd) == before
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"model.sigma_begin": 0.001}, "sigma_begin=0.001 must be larger"),
+    ({"data.dataset": "IMAGENET"}, "dataset='IMAGENET'"),
+    ({"data.source": "web"}, "source='web'"),
+    ({"data.image_size": 31}, "image_size=31"),
+    ({"data.channels": 3}, "channels=3"),
+    ({"training.batch_size": 0}, "batch_size=0"),
+])
+def test_bad_config_fails_before_writing(tmp_path, tiny, override, match):
+  wd = tmp_path / "run"
+  with pytest.raises(ValueError, match=match):
+    train.train_and_evaluate(tiny(**override), str(wd))
+  assert not wd.exists()
+
+
+def test_sample_without_checkpoint_is_a_clear_error(tmp_path, tiny):
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    train.sample(tiny(), str(tmp_path / "empty"))
+
+
+def run_worker(workdir, devices, extra=(), env_extra=None):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  env.update(env_extra or {})
+  return subprocess.Popen([sys.executable, WORKER, "--workdir", workdir, *extra], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def losses_of(proc):
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  line = [l for l in out.splitlines() if l.startswith("LOSSES=")][-1]
+  return json.loads(line[len("LOSSES="):])
+
+
+def worker_samples(workdir):
+  return np.load(os.path.join(workdir, "samples", "sample_3.npz"))["samples"]
+
+
+def test_eight_devices_give_the_losses_and_samples_of_one(tmp_path):
+  one = losses_of(run_worker(str(tmp_path / "one"), 1))
+  eight = losses_of(run_worker(str(tmp_path / "eight"), 8))
+  assert (one["devices"], eight["devices"]) == (1, 8)
+  np.testing.assert_allclose(eight["losses"], one["losses"], rtol=2e-5)
+  # Each sample's noise depends on its id only, so splitting the batch over 8 devices
+  # gives the same samples (up to float reassociation in the sharded network).
+  np.testing.assert_allclose(worker_samples(str(tmp_path / "eight")),
+                             worker_samples(str(tmp_path / "one")), atol=2e-4)
+
+
+def test_two_processes_give_the_losses_of_one(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  wd = str(tmp_path / "multi")
+  procs = [run_worker(wd, 2, ["--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
+                              "--process_id", str(i)]) for i in range(2)]
+  single = run_worker(str(tmp_path / "single"), 1)
+  results = []
+  for i, p in enumerate(procs):
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+    results.append(out)
+  multi = json.loads([l for l in results[0].splitlines() if l.startswith("LOSSES=")][-1][7:])
+  assert multi["devices"] == 4
+  np.testing.assert_allclose(multi["losses"], losses_of(single)["losses"], rtol=2e-5)
+  np.testing.assert_allclose(worker_samples(wd), worker_samples(str(tmp_path / "single")),
+                             atol=2e-4)

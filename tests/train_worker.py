@@ -1,0 +1,38 @@
+"""Runs a tiny training job and prints its losses as JSON; the tests run it in subprocesses
+so that each can have its own device count or be one process of several."""
+
+import argparse
+import json
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_HERE), _HERE]
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--n_iters", type=int, default=3)
+  p.add_argument("--coordinator", default=None)
+  p.add_argument("--num_processes", type=int, default=1)
+  p.add_argument("--process_id", type=int, default=0)
+  args = p.parse_args()
+  import jax
+  if args.coordinator:
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  from conftest import tiny_config
+  from score_jax import train
+  c = tiny_config(**{"training.n_iters": args.n_iters, "training.batch_size": 8,
+                     "training.snapshot_sampling": True,
+                     "training.snapshot_freq": args.n_iters})
+  train.train_and_evaluate(c, args.workdir)
+  train.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
+  if jax.process_index() == 0:
+    with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
+      losses = [json.loads(line)["loss"] for line in f]
+    print("LOSSES=" + json.dumps({"devices": jax.device_count(), "losses": losses}))
+
+
+if __name__ == "__main__":
+  main()
