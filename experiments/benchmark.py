@@ -51,7 +51,7 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch, key).compile()
   train_compile = time.perf_counter() - t0
-  state, _ = _timed(compiled, state, batch, key)  # first run allocates
+  (state, _), _ = _timed(compiled, state, batch, key)  # first run allocates
   t0 = time.perf_counter()
   for _ in range(train_steps):
     state, m = compiled(state, batch, key)
