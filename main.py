@@ -12,12 +12,13 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import train
+from score_jax import calibrate, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and metrics.")
-flags.DEFINE_enum("mode", "train", ["train", "sample"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "sample", "calibrate"],
+                  "train; sample from the newest checkpoint; calibrate noise settings from data.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
@@ -44,6 +45,8 @@ def main(argv):
     train.train_and_evaluate(config, FLAGS.workdir)
   elif FLAGS.mode == "sample":
     train.sample(config, FLAGS.workdir)
+  elif FLAGS.mode == "calibrate":
+    calibrate.run(config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
