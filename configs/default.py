@@ -26,6 +26,12 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.step_lr = 6.2e-6
   s.denoise = True
   s.init = "uniform"          # x_0 ~ U[0, 1], as the official sampler starts
+  s.inpainting = False        # --mode=sample completes occluded data images (NCSN Alg. 2)
+  s.inpaint_mask = "bottom_half"  # what is hidden: 'bottom_half' or 'right_half'
+  s.inpaint_split = "test"    # where the images to complete come from
+  s.n_completions = 4         # completions per occluded image
+  s.interpolation = False     # --mode=sample interpolates between samples (NCSNv2 App. B.2)
+  s.n_interpolations = 8      # N: N + 1 images per row
 
   c.data = d = ml_collections.ConfigDict()
   d.dataset = "MNIST"

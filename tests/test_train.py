@@ -57,6 +57,28 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny):
   # Sampling uses the EMA weights held in the optimizer state, which differ from the raw ones.
   assert not np.allclose(jax.tree.leaves(state.ema_params)[0], jax.tree.leaves(state.params)[0])
 
+  # Inpainting: rows of occluded input, completions, original; known pixels kept.
+  c.sampling.inpainting = True
+  c.sampling.inpaint_split = "train"
+  c.sampling.n_completions = 2
+  comps = train.sample(c, wd)
+  saved = np.load(os.path.join(wd, "samples", "inpaint_7.npz"))
+  assert comps.shape == (4, 2, 28, 28, 1)  # batch 8 / 2 completions = 4 images
+  top = comps[:, :, :14] - saved["originals"][:, None, :14]
+  assert np.abs(top).max() < 5 * c.model.sigma_end
+  assert os.path.exists(os.path.join(wd, "samples", "inpaint_7.png"))
+
+  # Interpolation: rows of N + 1 interpolants.
+  c.sampling.inpainting = False
+  c.sampling.interpolation = True
+  c.sampling.n_interpolations = 3
+  out = train.sample(c, wd)
+  assert out.shape == (2, 4, 28, 28, 1)  # batch 8 / (N + 1) = 2 rows
+  assert os.path.exists(os.path.join(wd, "samples", "interpolation_7.png"))
+  c.sampling.inpainting = True
+  with pytest.raises(ValueError, match="choose one"):
+    train.sample(c, wd)
+
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
   base = {"training.snapshot_sampling": False, "training.log_freq": 1}
