@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import figures  # pylint: disable=g-import-not-at-top
 from score_jax import samplers  # pylint: disable=g-import-not-at-top
 from score_jax.analytic import GaussianMixture  # pylint: disable=g-import-not-at-top
 
@@ -74,9 +75,7 @@ def diverges_with_appendix_levels(n=256, steps=100, seed=0) -> bool:
 
 
 def plot(samples, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6))
   for ax, (name, x) in zip(axes, samples.items()):
     x = np.asarray(x)
@@ -84,9 +83,7 @@ def plot(samples, path):
     ax.set_xlim(-9, 9)
     ax.set_ylim(-9, 9)
     ax.set_title(f"{name}: {fraction_low_mode(x):.3f} in the 1/5 mode")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  figures.save(fig, path)
 
 
 def main():

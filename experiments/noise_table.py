@@ -14,6 +14,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import figures  # pylint: disable=g-import-not-at-top
 from score_jax import noise  # pylint: disable=g-import-not-at-top
 
 # dataset, resolution, sigma_1, L, T, eps as printed in Table 4.
@@ -58,9 +59,7 @@ def format_rows(rows) -> str:
 
 
 def plot(rows, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   grid = np.geomspace(1e-8, 5e-5, 400)
   for r in rows:
@@ -75,9 +74,7 @@ def plot(rows, path):
   ax.set_ylabel("Eq. 4: s_T^2 / sigma_i^2")
   ax.set_title("Eq. 4 for Table 4's levels (o paper's eps, x Technique 4)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  figures.save(fig, path)
 
 
 def main():

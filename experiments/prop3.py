@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import figures  # pylint: disable=g-import-not-at-top
 from score_jax import noise, samplers  # pylint: disable=g-import-not-at-top
 
 
@@ -46,9 +47,7 @@ def run(dim=3072, n=64, sigma_1=50.0, sigma_end=0.01, levels=232, n_steps_each=5
 
 
 def plot(r, path):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4))
   idx = np.arange(1, len(r["sigmas"]) + 1)
   ax.plot(idx, r["measured"], ".", ms=3, label="measured s_T^2 / sigma_i^2")
@@ -57,9 +56,7 @@ def plot(r, path):
   ax.set_xlabel("level i")
   ax.set_ylabel("variance ratio")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  figures.save(fig, path)
 
 
 def main():
