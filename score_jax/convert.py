@@ -128,13 +128,12 @@ def read_official_checkpoint(path: str) -> OfficialCheckpoint:
 
 
 def _abstract_params(config):
+  """Shapes of `get_model(config)`'s params, traced without computing them."""
   import jax  # pylint: disable=g-import-not-at-top
   from score_jax import models  # pylint: disable=g-import-not-at-top
   model = models.get_model(config)
-  shape = (1, config.data.image_size, config.data.image_size, config.data.channels)
   return jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), np.zeros(shape, np.float32),
-                         np.zeros((1,), np.int32)))["params"]
+      lambda: model.init(jax.random.PRNGKey(0), *models.example_inputs(config)))["params"]
 
 
 def load_official_checkpoint(path: str, config, use_ema: Optional[bool] = None) -> Dict:
@@ -172,22 +171,21 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from score_jax import checkpoints, optim, sharding, train  # pylint: disable=g-import-not-at-top
 
-  model_state, ema_state, step = read_official_checkpoint(path)
-  abstract = _abstract_params(config)
-  raw = state_dict_to_params(model_state, abstract)
   train.validate_config(config)
-  mesh = sharding.data_mesh()
-  _, _, state = train.build(config, mesh)
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
   if ckpt.latest_step() is not None:
     raise FileExistsError(
         f"{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); "
         "convert into an empty --workdir so that nothing is overwritten.")
+  model_state, ema_state, step = read_official_checkpoint(path)
+  _, _, state = train.build(config, sharding.data_mesh())
+  # The fresh state's params are the shape target: no second trace of the model.
+  raw = state_dict_to_params(model_state, state.params)
   put = lambda tree: jax.device_put(tree, state.step.sharding)
   opt_state = state.opt_state
   if optim.ema_of(opt_state) is not None:
     ema = raw if ema_state is None else state_dict_to_params(
-        _ncsnv2_ema_to_state_dict(ema_state), abstract)
+        _ncsnv2_ema_to_state_dict(ema_state), state.params)
     opt_state = optim.with_ema(opt_state, put(ema))
   state = state.replace(step=put(np.asarray(step, np.int32)), params=put(raw),
                         opt_state=opt_state)

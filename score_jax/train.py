@@ -55,9 +55,7 @@ def validate_config(config) -> None:
 
 def init_state(config, model, tx, key) -> TrainState:
   """A fresh TrainState with the model's initial parameters."""
-  size, ch = config.data.image_size, config.data.channels
-  variables = model.init(key, jnp.zeros((1, size, size, ch)), jnp.zeros((1,), jnp.int32))
-  params = variables["params"]
+  params = model.init(key, *models.example_inputs(config))["params"]
   return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
 
 

@@ -7,7 +7,6 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -25,9 +24,8 @@ def load(name):
 
 def param_count(config):
   model = models.get_model(config)
-  size, ch = config.data.image_size, config.data.channels
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, ch)),
-                                             jnp.zeros((1,), jnp.int32)))
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.PRNGKey(0), *models.example_inputs(config)))
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
 
 

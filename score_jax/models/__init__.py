@@ -1,5 +1,7 @@
 """Score networks. `get_model(config)` builds the linen module a config names."""
 
+import jax.numpy as jnp
+
 from score_jax.models.ncsn import NCSN
 from score_jax.models.ncsnv2 import NCSNv2
 from score_jax.models.refinenet import DOWNSAMPLINGS, depth_for_image_size
@@ -33,3 +35,9 @@ def get_model(config):
     return NCSN(**common)
   return NCSNv2(sigma_begin=config.model.sigma_begin, sigma_end=config.model.sigma_end,
                 **common)
+
+
+def example_inputs(config):
+  """(x [1, H, W, C] zeros, y [1] int32 zeros): what `model.init` is traced with."""
+  size, ch = config.data.image_size, config.data.channels
+  return jnp.zeros((1, size, size, ch)), jnp.zeros((1,), jnp.int32)
