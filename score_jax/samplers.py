@@ -119,7 +119,8 @@ def annealed_langevin(score_fn: IndexedScoreFn, x_init, sigmas, n_steps_each: in
 def annealed_langevin_inpaint(score_fn: IndexedScoreFn, x_init, known, mask, sigmas,
                               n_steps_each: int, step_lr, key,
                               sample_ids: Optional[jax.Array] = None,
-                              snapshot_every: Optional[int] = None):
+                              snapshot_every: Optional[int] = None,
+                              on_level_done: Optional[Callable[[jax.Array], None]] = None):
   """Inpainting by annealed Langevin (NCSN Algorithm 2).
 
   At each level i the known pixels are noised once, y_i = known + sigma_i z, and after every
@@ -131,7 +132,7 @@ def annealed_langevin_inpaint(score_fn: IndexedScoreFn, x_init, known, mask, sig
     known: [B, ...] images whose pixels under `mask` are kept.
     mask: 1 where a pixel is known, 0 where it is to be filled; any shape that broadcasts
       against x ([...], [B, ...], [1, H, W, 1], ...).
-    Others as `annealed_langevin`.
+    Others (on_level_done, snapshot_every) as `annealed_langevin`.
 
   Returns:
     [B, ...] completions (and snapshots with snapshot_every).
@@ -150,13 +151,14 @@ def annealed_langevin_inpaint(score_fn: IndexedScoreFn, x_init, known, mask, sig
 
   noise_fn = lambda i, counter: _normal_per_sample(keys, counter, shape, dtype)
   x, states = _annealed_core(score_fn, x_init, sigmas, n_steps_each, step_lr, noise_fn,
-                             constrain, None, snapshot_every)
+                             constrain, on_level_done, snapshot_every)
   return (x, _snapshots(states, snapshot_every)) if snapshot_every else x
 
 
 def annealed_langevin_interpolate(score_fn: IndexedScoreFn, x_init, n_interpolations: int,
                                   sigmas, n_steps_each: int, step_lr, key,
-                                  row_ids: Optional[jax.Array] = None):
+                                  row_ids: Optional[jax.Array] = None,
+                                  on_level_done: Optional[Callable[[jax.Array], None]] = None):
   """Interpolation between samples (NCSNv2 App. B.2, Fig. 6).
 
   Each row starts all of its N + 1 interpolants at the same x_0; at every step interpolant k
@@ -168,6 +170,7 @@ def annealed_langevin_interpolate(score_fn: IndexedScoreFn, x_init, n_interpolat
     x_init: [R, ...] one start per row.
     n_interpolations: N (N + 1 images per row, k = 0..N).
     row_ids: int [R] global row ids (default 0..R-1).
+    on_level_done: as `annealed_langevin`.
 
   Returns:
     [R, N + 1, ...] interpolants.
@@ -195,7 +198,8 @@ def annealed_langevin_interpolate(score_fn: IndexedScoreFn, x_init, n_interpolat
     return (cos * z1 + sin * z2).reshape((rows * n,) + shape)
 
   x0 = jnp.repeat(x_init, n, axis=0)
-  x, _ = _annealed_core(score_fn, x0, sigmas, n_steps_each, step_lr, noise_fn)
+  x, _ = _annealed_core(score_fn, x0, sigmas, n_steps_each, step_lr, noise_fn,
+                        on_level_done=on_level_done)
   return x.reshape((rows, n) + shape)
 
 

@@ -182,8 +182,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   train_step = jit_train_step(make_train_step(config, model, tx), mesh)
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   sample_fn = None
+  progress = LevelProgress()
   if config.training.snapshot_sampling:
-    sample_fn = jit_sample_fn(make_sample_fn(config, model, None, batch_sharding), mesh)
+    sample_fn = jit_sample_fn(make_sample_fn(config, model, progress, batch_sharding), mesh)
   keys = _keys(config)
   writer = metrics.MetricsWriter(workdir, is_main)
   t = config.training
@@ -209,7 +210,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       ckpt.save(done, state)
       if sample_fn is not None:
         # to_host gathers across hosts, so every host calls it; only host 0 writes.
-        samples = sharding.to_host(sample_fn(state.ema_params, keys["sample"]))
+        samples = _with_level_bar(progress, config.model.num_classes, f"sample@{done}",
+                                  is_main, lambda: sharding.to_host(
+                                      sample_fn(state.ema_params, keys["sample"])))
         if is_main:
           images.save_grid(samples, os.path.join(workdir, "samples", f"image_grid_{done}.png"))
   bar.close()
@@ -241,6 +244,7 @@ def inpaint(config, params, key, images_to_complete):
   mask = _occlusion_mask(s.inpaint_mask, config.data.image_size, config.data.channels)
   rows, comps = images_to_complete.shape[0], s.n_completions
   known = jnp.repeat(jnp.asarray(images_to_complete), comps, axis=0)
+  progress = LevelProgress()
 
   @jax.jit
   def run(params, key):
@@ -248,9 +252,11 @@ def inpaint(config, params, key, images_to_complete):
     x0 = samplers.uniform_init(init_key, known.shape)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_inpaint(score_fn, x0, known, mask, sigmas,
-                                              s.n_steps_each, s.step_lr, run_key)
+                                              s.n_steps_each, s.step_lr, run_key,
+                                              on_level_done=progress)
 
-  out = np.asarray(run(params, key))
+  out = _with_level_bar(progress, len(sigmas), "inpaint", jax.process_index() == 0,
+                        lambda: np.asarray(run(params, key)))
   return out.reshape((rows, comps) + out.shape[1:]), mask
 
 
@@ -260,6 +266,7 @@ def interpolate(config, params, key, rows: int):
   model = models.get_model(config)
   sigmas = noise.sigmas_from_config(config)
   shape = (rows, config.data.image_size, config.data.image_size, config.data.channels)
+  progress = LevelProgress()
 
   @jax.jit
   def run(params, key):
@@ -267,9 +274,21 @@ def interpolate(config, params, key, rows: int):
     x0 = samplers.uniform_init(init_key, shape)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_interpolate(score_fn, x0, s.n_interpolations, sigmas,
-                                                  s.n_steps_each, s.step_lr, run_key)
+                                                  s.n_steps_each, s.step_lr, run_key,
+                                                  on_level_done=progress)
 
-  return np.asarray(run(params, key))
+  return _with_level_bar(progress, len(sigmas), "interpolate", jax.process_index() == 0,
+                         lambda: np.asarray(run(params, key)))
+
+
+def _with_level_bar(progress: LevelProgress, levels: int, desc: str, show: bool, run):
+  """run() under a tqdm bar over noise levels that `progress` moves from inside the jit."""
+  with tqdm.tqdm(total=levels, desc=desc, unit="level", disable=not show, leave=False) as bar:
+    progress.bar = bar
+    try:
+      return run()
+    finally:
+      progress.bar = None
 
 
 def _write(out_dir, name, grid_images, ncol, **arrays):
@@ -322,11 +341,8 @@ def sample(config, workdir: str) -> np.ndarray:
   progress = LevelProgress()
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   sample_fn = jit_sample_fn(make_sample_fn(config, model, progress, batch_sharding), mesh)
-  with tqdm.tqdm(total=config.model.num_classes, desc="sample", unit="level",
-                 disable=jax.process_index() != 0) as bar:
-    progress.bar = bar
-    samples = sharding.to_host(sample_fn(state.ema_params, key))
-    progress.bar = None
+  samples = _with_level_bar(progress, config.model.num_classes, "sample", is_main,
+                            lambda: sharding.to_host(sample_fn(state.ema_params, key)))
   if is_main:
     _write(out_dir, f"sample_{step}", samples, 0, samples=samples)
   return samples
