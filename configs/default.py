@@ -25,7 +25,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.n_steps_each = 5
   s.step_lr = 6.2e-6
   s.denoise = True
-  s.init = "uniform"          # x_0 ~ U[0, 1], as the official sampler starts
+  s.init = "uniform"          # x_0 ~ U[0, 1] as the official sampler; or "gaussian", N(0, sigma_1^2)
   s.inpainting = False        # --mode=sample completes occluded data images (NCSN Alg. 2)
   s.inpaint_mask = "bottom_half"  # what is hidden: 'bottom_half' or 'right_half'
   s.inpaint_split = "test"    # where the images to complete come from

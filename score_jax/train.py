@@ -52,6 +52,8 @@ def validate_config(config) -> None:
     if config[section][name] <= 0:
       raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
   s = config.sampling
+  if s.init not in samplers.INITS:
+    raise ValueError(f"config.sampling.init={s.init!r}; expected one of {samplers.INITS}.")
   if s.inpainting and s.interpolation:
     raise ValueError("config.sampling.inpainting and .interpolation are both set; choose one.")
   if s.inpainting:
@@ -113,9 +115,14 @@ class LevelProgress:
       self.bar.update(max(0, int(level) + 1 - self.bar.n))
 
 
+def _initial_samples(config, key, shape):
+  return samplers.initial_samples(config.sampling.init, key, shape, config.model.sigma_begin)
+
+
 def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
                    batch_sharding: Optional[NamedSharding] = None) -> Callable:
-  """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from U[0, 1].
+  """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from the
+  `sampling.init` start (U[0, 1] or N(0, sigma_1^2)).
 
   `batch_sharding` splits the samples over devices; without it, XLA would be free to run
   the whole batch on every device, since nothing else in the sampler is sharded.
@@ -123,12 +130,10 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
   sigmas = noise.sigmas_from_config(config)
   s = config.sampling
   shape = (s.batch_size, config.data.image_size, config.data.image_size, config.data.channels)
-  if s.init != "uniform":
-    raise ValueError(f"config.sampling.init={s.init!r}; expected 'uniform'.")
 
   def sample(params, key):
     init_key, run_key = jax.random.split(key)
-    x0 = samplers.uniform_init(init_key, shape)
+    x0 = _initial_samples(config, init_key, shape)
     if batch_sharding is not None:
       x0 = jax.lax.with_sharding_constraint(x0, batch_sharding)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
@@ -249,7 +254,7 @@ def inpaint(config, params, key, images_to_complete):
   @jax.jit
   def run(params, key):
     init_key, run_key = jax.random.split(key)
-    x0 = samplers.uniform_init(init_key, known.shape)
+    x0 = _initial_samples(config, init_key, known.shape)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_inpaint(score_fn, x0, known, mask, sigmas,
                                               s.n_steps_each, s.step_lr, run_key,
@@ -271,7 +276,7 @@ def interpolate(config, params, key, rows: int):
   @jax.jit
   def run(params, key):
     init_key, run_key = jax.random.split(key)
-    x0 = samplers.uniform_init(init_key, shape)
+    x0 = _initial_samples(config, init_key, shape)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_interpolate(score_fn, x0, s.n_interpolations, sigmas,
                                                   s.n_steps_each, s.step_lr, run_key,

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from score_jax import noise, samplers
 
@@ -42,6 +43,18 @@ def test_samples_do_not_depend_on_batch_splitting():
   # The starting noise is per sample too.
   np.testing.assert_array_equal(samplers.uniform_init(key, (2, 2, 2, 1), sample_ids=[4, 5]),
                                 x0[4:])
+
+
+def test_gaussian_start_has_the_first_levels_spread_and_is_per_sample():
+  key = jax.random.PRNGKey(4)
+  x0 = samplers.initial_samples("gaussian", key, (500, 4, 4, 1), 3.0)
+  assert abs(float(jnp.std(x0)) / 3.0 - 1) < 0.03 and abs(float(jnp.mean(x0))) < 0.1
+  part = samplers.initial_samples("gaussian", key, (2, 4, 4, 1), 3.0, sample_ids=[7, 8])
+  np.testing.assert_array_equal(part, x0[7:9])
+  np.testing.assert_array_equal(samplers.initial_samples("uniform", key, (3, 2, 2, 1), 3.0),
+                                samplers.uniform_init(key, (3, 2, 2, 1)))
+  with pytest.raises(ValueError, match="init='zeros'"):
+    samplers.initial_samples("zeros", key, (1, 2, 2, 1), 3.0)
 
 
 def test_reaches_the_target_gaussian():

@@ -111,6 +111,7 @@ def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
     ({"training.batch_size": 0}, "batch_size=0"),
     ({"sampling.inpainting": True, "sampling.interpolation": True}, "choose one"),
     ({"sampling.inpainting": True, "sampling.inpaint_mask": "left"}, "inpaint_mask='left'"),
+    ({"sampling.init": "zeros"}, "init='zeros'"),
 ])
 def test_bad_config_fails_before_writing(tmp_path, tiny, override, match):
   wd = tmp_path / "run"
