@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import ROOT
-from score_jax import models, sharding, train
+from score_jax import models, noise, sharding, train
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "default")))
@@ -87,3 +87,10 @@ def test_readme_table_matches_the_configs_and_computed_parameter_counts():
     assert int(params.replace(",", "")) == param_count(c), name
     assert float(s1) == c.model.sigma_begin and int(levels) == c.model.num_classes
     assert int(steps) == c.sampling.n_steps_each and float(eps) == c.sampling.step_lr
+
+
+def test_mnist_step_lr_is_technique_4_for_its_levels():
+  """The MNIST config and README say step_lr is Eq. 4's choice for its levels and T."""
+  c = load("ncsnv2_mnist")
+  want = noise.langevin_step_size(noise.sigmas_from_config(c), c.sampling.n_steps_each)
+  assert abs(c.sampling.step_lr / want - 1) < 0.01, (c.sampling.step_lr, want)
