@@ -12,11 +12,12 @@ from score_jax import calibrate, noise
 def test_calibrate_on_made_data(tiny):
   rng = np.random.default_rng(0)
   images = rng.random((200, 28, 28, 1)).astype(np.float32)
-  r = calibrate.calibrate(tiny(), images)
+  c = tiny()
+  r = calibrate.calibrate(c, images)
   flat = images.reshape(200, -1).astype(np.float64)
   want = np.sqrt(((flat[:, None] - flat[None]) ** 2).sum(-1).max())
   assert r["sigma_begin"] == pytest.approx(want, rel=1e-5)
-  assert r["num_classes"] == noise.num_noise_levels(r["sigma_begin"], 0.01, 784)
+  assert r["num_classes"] == noise.num_noise_levels(r["sigma_begin"], c.model.sigma_end, 784)
   assert 0.5 <= r["coverage"] < 0.52
   assert abs(r["eq4_ratio"] - 1) <= abs(r["config_eq4_ratio"] - 1) + 1e-9
   line = calibrate.override_line(r)

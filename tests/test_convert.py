@@ -106,7 +106,8 @@ def test_cli_writes_a_workdir_that_sample_mode_uses(tmp_path):
   npz = np.load(os.path.join(FIXTURES, NCSNV2 + ".npz"))
   overrides = ["--config.data.image_size=32", "--config.data.channels=3",
                "--config.model.ngf=8", "--config.model.num_classes=232",
-               "--config.model.sigma_begin=50.0", "--config.sampling.batch_size=2",
+               "--config.model.sigma_begin=50.0", "--config.model.sigma_end=0.01",
+               "--config.sampling.batch_size=2",
                "--config.sampling.n_steps_each=1"]
   cmd = [sys.executable, "-m", "score_jax.convert",
          f"--checkpoint={os.path.join(FIXTURES, NCSNV2 + '.pth')}",
@@ -119,7 +120,7 @@ def test_cli_writes_a_workdir_that_sample_mode_uses(tmp_path):
   from configs import ncsnv2_mnist
   c = ncsnv2_mnist.get_config()
   c.data.image_size, c.data.channels, c.model.ngf = 32, 3, 8
-  c.model.num_classes, c.model.sigma_begin = 232, 50.0
+  c.model.num_classes, c.model.sigma_begin, c.model.sigma_end = 232, 50.0, 0.01
   c.sampling.batch_size, c.sampling.n_steps_each = 2, 1
   _, _, state = train.build(c, sharding.data_mesh())
   state = checkpoints.Checkpointer(wd, c).restore_latest(state)
