@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from score_jax import noise, samplers, sharding, train  # pylint: disable=g-import-not-at-top
+from score_jax import sharding, train  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -61,16 +61,9 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
   # Annealed Langevin over the first `sample_levels` levels: its cost is linear in
   # levels x steps, so a few levels give the rate of the whole run.
   levels = min(sample_levels, config.model.num_classes)
-  sigmas = noise.sigmas_from_config(config)[:levels]
-  s = config.sampling
-  n_steps = levels * s.n_steps_each
-  shape = (s.batch_size, size, size, ch)
-
-  def sample_levels_fn(params, key):
-    x0 = jax.lax.with_sharding_constraint(samplers.uniform_init(key, shape), data)
-    score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
-    return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr, key)
-
+  n_steps = levels * config.sampling.n_steps_each
+  sample_levels_fn = train.make_sample_fn(config, model, batch_sharding=data,
+                                          num_levels=levels)
   sample_fn = train.jit_sample_fn(sample_levels_fn, mesh)
   t0 = time.perf_counter()
   sample_compiled = sample_fn.lower(state.params, key).compile()

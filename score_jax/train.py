@@ -120,15 +120,26 @@ def _initial_samples(config, key, shape):
 
 
 def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
-                   batch_sharding: Optional[NamedSharding] = None) -> Callable:
+                   batch_sharding: Optional[NamedSharding] = None,
+                   num_levels: Optional[int] = None) -> Callable:
   """(params, key) -> samples [sampling.batch_size, H, W, C]: annealed Langevin from the
   `sampling.init` start (U[0, 1] or N(0, sigma_1^2)).
 
   `batch_sharding` splits the samples over devices; without it, XLA would be free to run
   the whole batch on every device, since nothing else in the sampler is sharded.
+  `num_levels` runs only the first levels, as a run stopped early would (the benchmark
+  times a few levels to get the rate of all); the denoising step belongs to the end of the
+  schedule, so it is left out unless all levels run.
   """
   sigmas = noise.sigmas_from_config(config)
   s = config.sampling
+  denoise = s.denoise
+  if num_levels is not None:
+    if not 1 <= num_levels <= len(sigmas):
+      raise ValueError(f"num_levels={num_levels}: expected 1 to {len(sigmas)} "
+                       f"(model.num_classes).")
+    denoise = denoise and num_levels == len(sigmas)
+    sigmas = sigmas[:num_levels]
   shape = (s.batch_size, config.data.image_size, config.data.image_size, config.data.channels)
 
   def sample(params, key):
@@ -138,7 +149,7 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
       x0 = jax.lax.with_sharding_constraint(x0, batch_sharding)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr,
-                                      run_key, denoise=s.denoise, on_level_done=progress)
+                                      run_key, denoise=denoise, on_level_done=progress)
 
   return sample
 

@@ -174,3 +174,23 @@ def test_two_processes_give_the_losses_of_one(tmp_path):
   np.testing.assert_allclose(multi["losses"], losses_of(single)["losses"], rtol=2e-5)
   np.testing.assert_allclose(worker_samples(wd), worker_samples(str(tmp_path / "single")),
                              atol=2e-4)
+
+
+def test_sample_fn_num_levels_runs_the_first_levels_without_denoising(tiny):
+  from score_jax import models, noise, samplers
+  c = tiny(**{"sampling.denoise": True, "sampling.init": "uniform"})
+  model = models.get_model(c)
+  params = model.init(jax.random.PRNGKey(0), *models.example_inputs(c))["params"]
+  key = jax.random.PRNGKey(3)
+  init_key, run_key = jax.random.split(key)
+  x0 = samplers.uniform_init(init_key, (8, 28, 28, 1))
+  score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
+  sigmas = noise.sigmas_from_config(c)
+  s = c.sampling
+  for levels, denoise in ((2, False), (3, True)):
+    want = samplers.annealed_langevin(score_fn, x0, sigmas[:levels], s.n_steps_each,
+                                      s.step_lr, run_key, denoise=denoise)
+    got = train.make_sample_fn(c, model, num_levels=levels)(params, key)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="num_levels=4"):
+    train.make_sample_fn(c, model, num_levels=4)
