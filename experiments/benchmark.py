@@ -5,14 +5,17 @@
 
 Prints one table: compile times (s), train steps/s and images/s, and sampler (annealed
 Langevin) steps/s and images*steps/s, on random data of the config's shape over all local
-devices. Timings exclude compilation and block on the results.
+devices, and the CRP's max pooling (value and gradient) done by flax and by score_jax's
+own VJP. Timings exclude compilation and block on the results.
 """
 
 import os
 import sys
 import time
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -20,6 +23,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from score_jax import sharding, train  # pylint: disable=g-import-not-at-top
+from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
@@ -74,6 +78,7 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
     times.append(dt)
   sample_time = min(times[1:]) if repeats else times[0]
   sb = config.sampling.batch_size
+  pool_ms = _max_pool_grad_ms((b, size, size, config.model.ngf), repeats=max(repeats, 1) * 5)
   return {
       "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
       "train batch": b,
@@ -85,7 +90,28 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
       "sampler compile (s)": sample_compile,
       "sampler steps/s": n_steps / sample_time,
       "sampler image-steps/s": n_steps * sb / sample_time,
+      "max-pool grad, flax (ms)": pool_ms["flax"],
+      "max-pool grad, score_jax (ms)": pool_ms["score_jax"],
   }
+
+
+def _max_pool_grad_ms(shape, repeats: int) -> dict:
+  """Milliseconds for value and gradient of the CRP's 5x5 max pooling on one [B, H, W, C]
+  array (the widest CRP of the network): flax's reduce_window against `layers.max_pool5`.
+  """
+  def flax_pool(x):
+    return nn.max_pool(x, (5, 5), strides=(1, 1), padding=((2, 2), (2, 2)))
+
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  out = {}
+  for name, pool in (("flax", flax_pool), ("score_jax", layers.max_pool5)):
+    grad = jax.jit(jax.value_and_grad(lambda v, pool=pool: jnp.sum(pool(v) ** 2)))
+    jax.block_until_ready(grad(x))
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      jax.block_until_ready(grad(x))
+    out[name] = 1e3 * (time.perf_counter() - t0) / repeats
+  return out
 
 
 def format_table(results: dict) -> str:

@@ -8,7 +8,8 @@ from experiments import benchmark
 def test_benchmark_produces_every_number(tiny):
   results = benchmark.benchmark(tiny(), train_steps=2, sample_levels=2, repeats=1)
   for key in ("train compile (s)", "train steps/s", "train images/s", "sampler compile (s)",
-              "sampler steps/s", "sampler image-steps/s"):
+              "sampler steps/s", "sampler image-steps/s", "max-pool grad, flax (ms)",
+              "max-pool grad, score_jax (ms)"):
     assert math.isfinite(results[key]) and results[key] > 0, key
   assert results["sampler steps timed"] == 2 * 2  # 2 levels x n_steps_each 2
   assert results["train batch"] == 8

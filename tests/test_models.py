@@ -1,4 +1,5 @@
 import jax
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -54,3 +55,21 @@ def test_align_corners_resize_keeps_corners_and_interpolates_linearly():
   x = jnp.arange(3.0).reshape(1, 1, 3, 1) * jnp.ones((1, 2, 1, 1))
   out = layers.resize_bilinear_align_corners(x, (3, 5))
   np.testing.assert_allclose(out[0, 0, :, 0], [0, 0.5, 1, 1.5, 2], atol=1e-6)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pool5_matches_flax_values_and_gradient(ties):
+  # The hand-written VJP must route each window's gradient to the same element as XLA's
+  # select-and-scatter: with ties (flat backgrounds, as in MNIST) to the first maximum.
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 7, 3))
+  if ties:
+    x = jnp.round(2 * x) / 2
+    x = x.at[:, :4, :5].set(0.25)
+  cot = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+  ref = lambda v: nn.max_pool(v, (5, 5), strides=(1, 1), padding=((2, 2), (2, 2)))
+  np.testing.assert_array_equal(layers.max_pool5(x), ref(x))
+  g_ref = jax.grad(lambda v: jnp.sum(ref(v) * cot))(x)
+  g = jax.jit(jax.grad(lambda v: jnp.sum(layers.max_pool5(v) * cot)))(x)
+  np.testing.assert_allclose(g, g_ref, rtol=0, atol=1e-5)
+  # Each output's gradient lands on one input: the totals agree exactly in count.
+  assert int(jnp.sum(g != 0)) == int(jnp.sum(g_ref != 0))

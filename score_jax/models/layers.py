@@ -5,6 +5,7 @@ Submodule names follow the attribute names of the official PyTorch code (`conv1`
 Flax parameter tree by a mechanical rename (see `score_jax.convert`).
 """
 
+import functools
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -203,8 +204,58 @@ class RCUBlock(nn.Module):
     return x
 
 
-def _max_pool5(x):
-  return nn.max_pool(x, (5, 5), strides=(1, 1), padding=((2, 2), (2, 2)))
+_POOL = 5  # CRP pools over 5x5 windows, stride 1, padded to keep the size
+_HALF = _POOL // 2
+_WINDOW = [(dy, dx) for dy in range(_POOL) for dx in range(_POOL)]  # row-major, as XLA and torch scan
+
+
+def _pad_hw(x, value):
+  return jnp.pad(x, ((0, 0), (_HALF, _HALF), (_HALF, _HALF), (0, 0)), constant_values=value)
+
+
+@jax.custom_vjp
+def max_pool5(x):
+  """5x5 max pooling, stride 1, 'same' size, for x of shape [B, H, W, C].
+
+  Same values and the same gradient as `nn.max_pool` (each window's gradient goes to its
+  first maximum in row-major order, as XLA's select-and-scatter and torch's max_pool2d
+  do), but XLA on CPU runs select-and-scatter element by element: in the MNIST train step
+  it took 29% of the time. Here the forward is two separable passes of shifted maxima and
+  the backward gathers instead of scattering; both fuse into elementwise loops
+  (`experiments/benchmark.py` times the two side by side). Reverse mode only.
+  """
+  return _max_pool5_fwd(x)[0]
+
+
+def _max_pool5_fwd(x):
+  h, w = x.shape[1:3]
+  rows = jnp.pad(x, ((0, 0), (_HALF, _HALF), (0, 0), (0, 0)), constant_values=-jnp.inf)
+  y = functools.reduce(jnp.maximum, [rows[:, i:i + h] for i in range(_POOL)])
+  cols = jnp.pad(y, ((0, 0), (0, 0), (_HALF, _HALF), (0, 0)), constant_values=-jnp.inf)
+  y = functools.reduce(jnp.maximum, [cols[:, :, i:i + w] for i in range(_POOL)])
+  return y, (x, y)
+
+
+def _max_pool5_bwd(res, g):
+  x, y = res
+  h, w = x.shape[1:3]
+  xp = _pad_hw(x, -jnp.inf)
+  # Which window offset each output took its maximum from: the first in scan order.
+  first = jnp.full(y.shape, len(_WINDOW), jnp.int32)
+  for k in reversed(range(len(_WINDOW))):
+    dy, dx = _WINDOW[k]
+    first = jnp.where(xp[:, dy:dy + h, dx:dx + w] == y, k, first)
+  # Input i sits at offset d of the window of output i + HALF - d: gather those gradients.
+  gp, fp = _pad_hw(g, 0), _pad_hw(first, len(_WINDOW))
+  gx = jnp.zeros_like(x)
+  for k, (dy, dx) in enumerate(_WINDOW):
+    rows = slice(2 * _HALF - dy, 2 * _HALF - dy + h)
+    cols = slice(2 * _HALF - dx, 2 * _HALF - dx + w)
+    gx = gx + jnp.where(fp[:, rows, cols] == k, gp[:, rows, cols], 0)
+  return (gx,)
+
+
+max_pool5.defvjp(_max_pool5_fwd, _max_pool5_bwd)
 
 
 def _avg_pool5(x):
@@ -223,7 +274,7 @@ class CRPBlock(nn.Module):
   @nn.compact
   def __call__(self, x, y=None):
     features = x.shape[-1]
-    pool = _max_pool5 if self.maxpool else _avg_pool5
+    pool = max_pool5 if self.maxpool else _avg_pool5
     x = self.act(x)
     path = x
     for i in range(self.n_stages):
