@@ -56,6 +56,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   o.eps = 1e-8
   o.weight_decay = 0.0
   o.grad_clip = 0.0           # max global gradient norm; 0 turns clipping off
+  o.schedule = "constant"     # 'constant' (official) or 'cosine': lr -> lr_end at n_iters
+  o.warmup = 0                # steps of linear warm-up from 0 to lr, for either schedule
+  o.lr_end = 0.0              # where 'cosine' ends, at training.n_iters
   return c
 
 

@@ -47,9 +47,36 @@ def ema_of(opt_state):
   return found[0].ema if found else None
 
 
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config) -> optax.Schedule:
+  """step -> learning rate: `optim.warmup` steps of linear warm-up from 0 to `optim.lr`,
+  then constant ('constant', the official NCSNv2 setting) or a cosine down to `optim.lr_end`
+  at `training.n_iters` ('cosine'; a short run ends on small steps instead of on an EMA of
+  large ones). The step is the optimizer's own count, so a resumed run continues it.
+  """
+  o, n_iters = config.optim, config.training.n_iters
+  if o.schedule not in SCHEDULES:
+    raise ValueError(f"config.optim.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
+  if not 0 <= o.warmup < n_iters:
+    raise ValueError(f"config.optim.warmup={o.warmup!r} must lie in [0, training.n_iters="
+                     f"{n_iters}).")
+  if o.schedule == "cosine":
+    if not 0.0 <= o.lr_end <= o.lr:
+      raise ValueError(f"config.optim.lr_end={o.lr_end!r} must lie in [0, optim.lr={o.lr}].")
+    return optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup, n_iters, o.lr_end)
+  if o.warmup:
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, o.lr, o.warmup), optax.constant_schedule(o.lr)],
+        [o.warmup])
+  return optax.constant_schedule(o.lr)
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   """Adam as the official code uses it (L2 weight decay added to the gradient, not AdamW),
-  optional global-norm clipping, then the parameter EMA when `config.model.ema` is set."""
+  optional global-norm clipping, the learning-rate schedule of `learning_rate`, then the
+  parameter EMA when `config.model.ema` is set."""
   o = config.optim
   if o.optimizer != "Adam":
     raise ValueError(f"config.optim.optimizer={o.optimizer!r}; only 'Adam' is implemented.")
@@ -58,7 +85,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
     parts.append(optax.clip_by_global_norm(o.grad_clip))
   if o.weight_decay:
     parts.append(optax.add_decayed_weights(o.weight_decay))
-  parts += [optax.scale_by_adam(b1=o.beta1, b2=0.999, eps=o.eps), optax.scale(-o.lr)]
+  parts += [optax.scale_by_adam(b1=o.beta1, b2=0.999, eps=o.eps),
+            optax.scale_by_learning_rate(learning_rate(config))]
   if config.model.ema:
     parts.append(ema_params(config.model.ema_rate))
   return optax.chain(*parts)

@@ -51,6 +51,7 @@ def validate_config(config) -> None:
                         ("sampling", "n_steps_each"), ("sampling", "step_lr")):
     if config[section][name] <= 0:
       raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
+  optim.learning_rate(config)  # raises on an unknown schedule or warm-up out of range
   s = config.sampling
   if s.init not in samplers.INITS:
     raise ValueError(f"config.sampling.init={s.init!r}; expected one of {samplers.INITS}.")
@@ -70,13 +71,15 @@ def init_state(config, model, tx, key) -> TrainState:
 
 
 def make_train_step(config, model, tx) -> Callable:
-  """The pure step (state, batch [B, H, W, C], base_key) -> (state, {'loss': []}).
+  """The pure step (state, batch [B, H, W, C], base_key) -> (state, {'loss', 'lr'}), where
+  'lr' is the learning rate this step used.
 
   The step's randomness is fold_in(base_key, state.step): no RNG state to carry, and the
   same for any device count.
   """
   sigmas = noise.sigmas_from_config(config)
   anneal_power = config.training.anneal_power
+  lr_fn = optim.learning_rate(config)
 
   def loss_fn(params, batch, key):
     score_fn = lambda x, y: model.apply({"params": params}, x, y)
@@ -88,7 +91,7 @@ def make_train_step(config, model, tx) -> Callable:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"loss": loss}
+    return new_state, {"loss": loss, "lr": lr_fn(state.step)}
 
   return train_step
 
@@ -220,7 +223,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       if not np.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss} at step {done}; stopping before "
                                  "a checkpoint with non-finite weights is written.")
-      writer.write(done, {"loss": loss})
+      writer.write(done, {"loss": loss, "lr": float(step_metrics["lr"])})
       bar.set_postfix(loss=f"{loss:.4g}")
     if done % t.snapshot_freq == 0 or done == t.n_iters:
       ckpt.save(done, state)

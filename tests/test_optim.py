@@ -84,3 +84,44 @@ def test_with_ema_replaces_the_average(tiny):
   np.testing.assert_array_equal(optim.ema_of(state)["w"], 1.0)
   with pytest.raises(ValueError, match="no parameter EMA"):
     optim.with_ema(optax.adam(1e-3).init({"w": jnp.zeros(2)}), {"w": jnp.ones(2)})
+
+
+def test_cosine_schedule_warms_up_then_follows_the_cosine(tiny):
+  c = tiny(**{"training.n_iters": 110, "optim.schedule": "cosine", "optim.warmup": 10,
+              "optim.lr": 2e-3, "optim.lr_end": 1e-4})
+  lr = optim.learning_rate(c)
+  np.testing.assert_allclose([lr(0), lr(5), lr(10)], [0.0, 1e-3, 2e-3], rtol=1e-6)
+  # Half-way through the decay the cosine term is 0: the mean of lr and lr_end.
+  np.testing.assert_allclose(lr(60), (2e-3 + 1e-4) / 2, rtol=1e-5)
+  np.testing.assert_allclose(lr(110), 1e-4, rtol=1e-5)
+
+
+def test_constant_schedule_with_and_without_warmup(tiny):
+  c = tiny(**{"training.n_iters": 50, "optim.lr": 1e-3})
+  assert [float(optim.learning_rate(c)(s)) for s in (0, 49)] == [1e-3, 1e-3]
+  c.optim.warmup = 4
+  np.testing.assert_allclose([optim.learning_rate(c)(s) for s in (0, 2, 4, 40)],
+                             [0.0, 5e-4, 1e-3, 1e-3], rtol=1e-6)
+
+
+def test_optimizer_steps_by_the_schedule(tiny):
+  # A constant gradient makes Adam's bias-corrected direction exactly sign(g) (up to eps), so
+  # each update is -lr(step) * sign(g).
+  c = tiny(**{"training.n_iters": 4, "optim.schedule": "cosine", "optim.lr_end": 1e-5})
+  c.model.ema = False
+  tx, lr = optim.make_optimizer(c), optim.learning_rate(c)
+  params = {"w": jnp.array([1.0, 2.0])}
+  state = tx.init(params)
+  for step in range(4):
+    u, state = tx.update({"w": jnp.array([0.5, -3.0])}, state, params)
+    np.testing.assert_allclose(u["w"], [-lr(step), lr(step)], rtol=1e-4)
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"optim.schedule": "linear"}, "schedule='linear'"),
+    ({"optim.warmup": 4}, "warmup=4"),
+    ({"optim.schedule": "cosine", "optim.lr_end": 1.0}, "lr_end=1.0"),
+])
+def test_learning_rate_rejects_bad_settings(tiny, override, match):
+  with pytest.raises(ValueError, match=match):
+    optim.learning_rate(tiny(**override))

@@ -37,6 +37,7 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny):
   assert int(state.step) == 4
   assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4]
   assert all(np.isfinite(m["loss"]) for m in read_metrics(wd))
+  assert [m["lr"] for m in read_metrics(wd)] == pytest.approx([c.optim.lr] * 4)
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["2", "4"]
   assert os.path.exists(os.path.join(wd, "samples", "image_grid_4.png"))
 
