@@ -28,6 +28,8 @@ def tiny_config(**overrides):
   c.training.log_freq = 1
   c.sampling.batch_size = 8
   c.sampling.n_steps_each = 2
+  c.optim.schedule = "constant"  # the MNIST cosine's warm-up is longer than these runs
+  c.optim.warmup = 0
   for key, value in overrides.items():
     section, name = key.split(".")
     c[section][name] = value
