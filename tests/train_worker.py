@@ -28,6 +28,14 @@ def main():
                      "training.snapshot_freq": args.n_iters})
   train.train_and_evaluate(c, args.workdir)
   train.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
+  # inpaint_<n>.npz: 2 rows x 4 completions; interpolation_<n>.npz: 1 row of 9, padded to
+  # one row per device.
+  for mode in ("inpainting", "interpolation"):
+    with c.unlocked():
+      c.sampling[mode] = True
+    train.sample(c, args.workdir)
+    with c.unlocked():
+      c.sampling[mode] = False
   if jax.process_index() == 0:
     with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
       losses = [json.loads(line)["loss"] for line in f]
