@@ -118,8 +118,15 @@ class LevelProgress:
       self.bar.update(max(0, int(level) + 1 - self.bar.n))
 
 
-def _initial_samples(config, key, shape):
-  return samplers.initial_samples(config.sampling.init, key, shape, config.model.sigma_begin)
+def _chain_start(config, key, shape, batch_sharding: Optional[NamedSharding] = None):
+  """(x_0 [shape] from `sampling.init`, the key of the chains' noise), split from `key` the
+  same way by every sampler here; x_0 split over devices when `batch_sharding` is given."""
+  init_key, run_key = jax.random.split(key)
+  x0 = samplers.initial_samples(config.sampling.init, init_key, shape,
+                                config.model.sigma_begin)
+  if batch_sharding is not None:
+    x0 = jax.lax.with_sharding_constraint(x0, batch_sharding)
+  return x0, run_key
 
 
 def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
@@ -146,10 +153,7 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
   shape = (s.batch_size, config.data.image_size, config.data.image_size, config.data.channels)
 
   def sample(params, key):
-    init_key, run_key = jax.random.split(key)
-    x0 = _initial_samples(config, init_key, shape)
-    if batch_sharding is not None:
-      x0 = jax.lax.with_sharding_constraint(x0, batch_sharding)
+    x0, run_key = _chain_start(config, key, shape, batch_sharding)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin(score_fn, x0, sigmas, s.n_steps_each, s.step_lr,
                                       run_key, denoise=denoise, on_level_done=progress)
@@ -284,11 +288,9 @@ def inpaint(config, params, key, images_to_complete, mesh=None):
   progress = LevelProgress()
 
   def run(params, key, n):
-    init_key, run_key = jax.random.split(key)
     pad = np.zeros((n - len(known),) + known.shape[1:], known.dtype)
     x_known = jax.lax.with_sharding_constraint(jnp.asarray(np.concatenate([known, pad])), batch)
-    x0 = jax.lax.with_sharding_constraint(_initial_samples(config, init_key, x_known.shape),
-                                          batch)
+    x0, run_key = _chain_start(config, key, x_known.shape, batch)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_inpaint(score_fn, x0, x_known, mask, sigmas,
                                               s.n_steps_each, s.step_lr, run_key,
@@ -312,9 +314,7 @@ def interpolate(config, params, key, rows: int, mesh=None):
   progress = LevelProgress()
 
   def run(params, key, n):
-    init_key, run_key = jax.random.split(key)
-    x0 = jax.lax.with_sharding_constraint(
-        _initial_samples(config, init_key, (n, size, size, channels)), batch)
+    x0, run_key = _chain_start(config, key, (n, size, size, channels), batch)
     score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
     return samplers.annealed_langevin_interpolate(score_fn, x0, s.n_interpolations, sigmas,
                                                   s.n_steps_each, s.step_lr, run_key,
