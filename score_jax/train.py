@@ -264,11 +264,8 @@ def _sharded_run(mesh, run, n: int):
   Padding is exact: every chain's noise and start depend only on its id, so the extra
   chains at the end change nothing in the first n.
   """
-  n_dev = mesh.devices.size
-  padded = n + (-n % n_dev)
-  repl = NamedSharding(mesh, P())
-  jitted = jax.jit(lambda params, key: run(params, key, padded), in_shardings=(repl, repl),
-                   out_shardings=NamedSharding(mesh, P(sharding.DATA_AXIS)))
+  padded = n + (-n % mesh.devices.size)
+  jitted = jit_sample_fn(lambda params, key: run(params, key, padded), mesh)
   return lambda params, key: sharding.to_host(jitted(params, key))[:n]
 
 
