@@ -8,7 +8,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-VP_BETA_D, VP_BETA_MIN = 19.1, 0.1  # the VP SDE of Song et al. 2021, as EDM quotes it
+VP_BETA_D, VP_BETA_MIN = 19.9, 0.1  # the VP SDE of Song et al. 2021: EDM Table 1 and its code
 
 
 def vp_sigma(beta_d, beta_min):
@@ -86,3 +86,67 @@ def schedule(name: str, scaling: str, sigma_min, sigma_max, epsilon_s=1e-3) -> S
   else:
     raise ValueError(f"scaling={scaling!r}; expected vp or none.")
   return Schedule(sig, sig_d, sig_inv, s, s_d)
+
+
+# --- DDPM (Ho et al. 2020): the discrete forward process and its posterior ------------------
+
+BETA_SCHEDULES = ("linear",)
+
+
+def ddpm_betas(schedule: str, beta_start: float, beta_end: float, num_timesteps: int):
+  """beta_1..beta_T as float64 [T] ('linear': np.linspace(beta_start, beta_end, T), DDPM)."""
+  if schedule not in BETA_SCHEDULES:
+    raise ValueError(f"beta schedule={schedule!r}; expected one of {BETA_SCHEDULES}.")
+  if int(num_timesteps) != num_timesteps or num_timesteps < 2:
+    raise ValueError(f"num_timesteps={num_timesteps!r} must be an integer >= 2.")
+  if not 0.0 < beta_start < beta_end < 1.0:
+    raise ValueError(f"beta_start={beta_start!r}, beta_end={beta_end!r}: expected "
+                     "0 < beta_start < beta_end < 1.")
+  return np.linspace(beta_start, beta_end, int(num_timesteps), dtype=np.float64)
+
+
+class DDPMTables(NamedTuple):
+  """The float64 [T] tables of the original code's GaussianDiffusion, index t = 0..T-1."""
+  betas: np.ndarray
+  alphas_cumprod: np.ndarray
+  alphas_cumprod_prev: np.ndarray
+  sqrt_alphas_cumprod: np.ndarray
+  sqrt_one_minus_alphas_cumprod: np.ndarray
+  sqrt_recip_alphas_cumprod: np.ndarray
+  sqrt_recipm1_alphas_cumprod: np.ndarray
+  posterior_variance: np.ndarray
+  posterior_log_variance_clipped: np.ndarray
+  posterior_mean_coef1: np.ndarray
+  posterior_mean_coef2: np.ndarray
+  fixed_large_log_variance: np.ndarray
+
+  @property
+  def sigmas(self) -> np.ndarray:
+    """sigma_t = sqrt((1 - abar_t) / abar_t): the noise level of x_t / sqrt(abar_t) in the
+    variance-exploding view of EDM Table 1 (the DDPM network's own discrete sigma grid)."""
+    return np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)
+
+
+def ddpm_tables(betas) -> DDPMTables:
+  """Every table the DDPM loss and ancestral sampler use, computed in float64 from betas [T].
+
+  posterior_log_variance_clipped replaces the t = 0 entry (variance 0) by the t = 1 one, and
+  fixed_large_log_variance is log([posterior_variance[1], betas[1:]]), as the original.
+  """
+  b = np.asarray(betas, np.float64)
+  if b.ndim != 1 or b.size < 2 or np.any(b <= 0) or np.any(b >= 1):
+    raise ValueError(f"betas must be a [T] array (T >= 2) in (0, 1); got shape {b.shape}.")
+  alphas = 1.0 - b
+  abar = np.cumprod(alphas)
+  abar_prev = np.append(1.0, abar[:-1])
+  post_var = b * (1.0 - abar_prev) / (1.0 - abar)
+  return DDPMTables(
+      betas=b, alphas_cumprod=abar, alphas_cumprod_prev=abar_prev,
+      sqrt_alphas_cumprod=np.sqrt(abar), sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
+      sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
+      sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0),
+      posterior_variance=post_var,
+      posterior_log_variance_clipped=np.log(np.append(post_var[1], post_var[1:])),
+      posterior_mean_coef1=b * np.sqrt(abar_prev) / (1.0 - abar),
+      posterior_mean_coef2=(1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar),
+      fixed_large_log_variance=np.log(np.append(post_var[1], b[1:])))

@@ -27,13 +27,13 @@ def test_matches_official_edm_in_float64_and_float32(case):
   d, cases = fixture()
   with jax.enable_x64(True):
     gm = GaussianMixture(jnp.asarray(d["means"]), jnp.asarray(d["weights"]), float(d["std"]))
-    out = samplers.edm_sampler(gm.denoise, jnp.asarray(d["latents"]), jax.random.PRNGKey(0),
+    out = samplers.ablation_sampler(gm.denoise, jnp.asarray(d["latents"]), jax.random.PRNGKey(0),
                                **cases[case])
     assert out.dtype == jnp.float64
     assert rel(out, d[case]) < 1e-6
   gm = GaussianMixture(jnp.asarray(d["means"], jnp.float32), jnp.asarray(d["weights"]),
                        float(d["std"]))
-  out = samplers.edm_sampler(gm.denoise, jnp.asarray(d["latents"], jnp.float32),
+  out = samplers.ablation_sampler(gm.denoise, jnp.asarray(d["latents"], jnp.float32),
                              jax.random.PRNGKey(0), **cases[case])
   assert out.dtype == jnp.float32
   assert rel(out, d[case]) < 1e-3
@@ -56,7 +56,7 @@ def exact_ode_end(latents, sigma_max):
 def ode_error(n, solver, **kw):
   with jax.enable_x64(True):
     lat = jax.random.normal(jax.random.PRNGKey(0), (64, 4), jnp.float64)
-    out = samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(1), num_steps=n,
+    out = samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(1), num_steps=n,
                                solver=solver, sigma_min=1e-4, sigma_max=5.0, **kw)
     return float(np.max(np.abs(np.asarray(out) - exact_ode_end(np.asarray(lat), 5.0))))
 
@@ -82,7 +82,7 @@ def test_every_option_solves_the_same_ode(discretization, schedule, scaling):
     lat = jax.random.normal(jax.random.PRNGKey(0), (16, 3), jnp.float64)
     lo, hi = schedules.default_sigma_range(discretization)
     for n in (64, 256):
-      out = samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(1), num_steps=n,
+      out = samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(1), num_steps=n,
                                  discretization=discretization, schedule=schedule,
                                  scaling=scaling)
       assert out.dtype == jnp.float64
@@ -96,9 +96,9 @@ def test_default_ranges_and_time_steps():
   assert schedules.default_sigma_range("edm") == (0.002, 80.0)
   assert schedules.default_sigma_range("ve") == (0.02, 100.0)
   lo, hi = schedules.default_sigma_range("vp")
-  # sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) with beta_d 19.1, beta_min 0.1.
-  assert lo == pytest.approx(np.sqrt(np.expm1(0.5 * 19.1e-6 + 1e-4)), rel=1e-9)
-  assert hi == pytest.approx(np.sqrt(np.expm1(9.65)), rel=1e-9)  # 124.6
+  # sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) with beta_d 19.9, beta_min 0.1.
+  assert lo == pytest.approx(np.sqrt(np.expm1(0.5 * 19.9e-6 + 1e-4)), rel=1e-9)
+  assert hi == pytest.approx(np.sqrt(np.expm1(10.05)), rel=1e-9)  # 152.0
   for disc in ("vp", "ve", "iddpm", "edm"):
     lo, hi = schedules.default_sigma_range(disc)
     s = schedules.sigma_steps(disc, 18, lo, hi)
@@ -113,11 +113,11 @@ def test_default_ranges_and_time_steps():
 def test_churn_is_per_sample_and_samples_the_target():
   lat = jax.random.normal(jax.random.PRNGKey(0), (2000, 2))
   kw = dict(num_steps=32, S_churn=40, S_min=0.05, S_max=50, sigma_max=5.0)
-  out = samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(3), **kw)
+  out = samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(3), **kw)
   assert abs(float(jnp.mean(out)) - MU) < 0.05 and abs(float(jnp.std(out)) - STD) < 0.05
-  assert not np.allclose(out, samplers.edm_sampler(gaussian_denoiser, lat,
+  assert not np.allclose(out, samplers.ablation_sampler(gaussian_denoiser, lat,
                                                    jax.random.PRNGKey(4), **kw))
-  part = samplers.edm_sampler(gaussian_denoiser, lat[10:20], jax.random.PRNGKey(3),
+  part = samplers.ablation_sampler(gaussian_denoiser, lat[10:20], jax.random.PRNGKey(3),
                               sample_ids=jnp.arange(10, 20), **kw)
   np.testing.assert_allclose(part, out[10:20], rtol=1e-5, atol=1e-6)
 
@@ -130,7 +130,7 @@ def test_runs_on_ncsnv2_through_its_continuous_sigma(tiny):
   v = model.init(jax.random.PRNGKey(0), x, jnp.zeros(2, jnp.int32))
   score = lambda x, s: model.apply(v, x, s, method=model.score_at_sigma)
   den = samplers.denoiser_from_score(score)
-  out = samplers.edm_sampler(den, jax.random.normal(jax.random.PRNGKey(1), x.shape),
+  out = samplers.ablation_sampler(den, jax.random.normal(jax.random.PRNGKey(1), x.shape),
                              jax.random.PRNGKey(2), num_steps=3, sigma_min=0.01, sigma_max=1.0)
   assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
   # D = x + sigma^2 s at a per-sample sigma.
@@ -143,8 +143,8 @@ def test_runs_on_ncsnv2_through_its_continuous_sigma(tiny):
 def test_bad_options_are_named():
   lat = jnp.zeros((1, 2))
   with pytest.raises(ValueError, match="solver='rk4'"):
-    samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), solver="rk4")
+    samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), solver="rk4")
   with pytest.raises(ValueError, match="schedule='cosine'"):
-    samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), schedule="cosine")
+    samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), schedule="cosine")
   with pytest.raises(ValueError, match="scaling='sub-vp'"):
-    samplers.edm_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), scaling="sub-vp")
+    samplers.ablation_sampler(gaussian_denoiser, lat, jax.random.PRNGKey(0), scaling="sub-vp")

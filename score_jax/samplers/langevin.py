@@ -1,59 +1,14 @@
-"""Samplers as pure functions built on lax.scan.
-
-Every sample's randomness comes from `fold_in(key, sample_id)`, so a sample depends only on
-the key and its id: the same whichever batch, split or device count produced it.
-"""
+"""Annealed Langevin dynamics (NCSN / NCSNv2), inpainting and interpolation, on lax.scan."""
 
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from score_jax.samplers.common import _normal_per_sample, per_sample_keys
 
 # score_fn(x [B, ...], i) -> score [B, ...], i a scalar int noise-level index.
 IndexedScoreFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def per_sample_keys(key, batch_size: int, sample_ids=None):
-  """[B] keys, one per sample id (default 0..B-1)."""
-  ids = jnp.arange(batch_size) if sample_ids is None else jnp.asarray(sample_ids)
-  if ids.shape != (batch_size,):
-    raise ValueError(f"sample_ids has shape {ids.shape}; expected ({batch_size},).")
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, ids)
-
-
-def _normal_per_sample(keys, counter, shape, dtype):
-  return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, counter), shape, dtype))(keys)
-
-
-def uniform_init(key, shape, dtype=jnp.float32, sample_ids=None):
-  """x_0 ~ U[0, 1] of `shape` = [B, ...], drawn per sample id (the official starting point)."""
-  keys = per_sample_keys(key, shape[0], sample_ids)
-  return jax.vmap(lambda k: jax.random.uniform(k, shape[1:], dtype))(keys)
-
-
-def gaussian_init(key, shape, sigma_max, dtype=jnp.float32, sample_ids=None):
-  """x_0 ~ N(0, sigma_max^2 I) of `shape` = [B, ...], drawn per sample id.
-
-  The prior of the VE SDE (Song et al. 2021), i.e. roughly the data perturbed at the first
-  level. Unlike U[0, 1], its mean brightness is typical of that level: a 28x28 U[0, 1] start
-  sits 0.37 above MNIST's mean, 3.5 standard deviations of the mean pixel at sigma_1 = 3, a
-  region a short-trained network's score does not pull back from (grey squares in the grid).
-  """
-  keys = per_sample_keys(key, shape[0], sample_ids)
-  return sigma_max * jax.vmap(lambda k: jax.random.normal(k, shape[1:], dtype))(keys)
-
-
-INITS = ("uniform", "gaussian")
-
-
-def initial_samples(kind: str, key, shape, sigma_max, dtype=jnp.float32, sample_ids=None):
-  """x_0 by name: 'uniform' (U[0, 1], official NCSN/NCSNv2) or 'gaussian' (N(0, sigma_max^2))."""
-  if kind == "uniform":
-    return uniform_init(key, shape, dtype, sample_ids)
-  if kind == "gaussian":
-    return gaussian_init(key, shape, sigma_max, dtype, sample_ids)
-  raise ValueError(f"sampler init={kind!r}; expected one of {INITS}.")
 
 
 def langevin_step_sizes(sigmas, step_lr):
@@ -236,106 +191,3 @@ def indexed_score_fn(apply_fn, variables) -> IndexedScoreFn:
   return score_fn
 
 
-# --- EDM (Karras et al. 2022): Algorithms 1 and 2 over the whole of Table 1 -----------------
-
-DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
-
-
-def denoiser_from_score(score_fn: Callable[[jax.Array, jax.Array], jax.Array]) -> DenoiseFn:
-  """D(x; sigma) = x + sigma^2 s(x, sigma) (EDM Eq. 3 / Tweedie) from a continuous-sigma
-  score s(x, sigma), sigma [] or [B]; for NCSNv2 use `model.score_at_sigma`."""
-
-  def denoise(x, sigma):
-    sig = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
-    return x + (sig**2).reshape((-1,) + (1,) * (x.ndim - 1)) * score_fn(x, sig)
-
-  return denoise
-
-
-def edm_sampler(denoise_fn: DenoiseFn, latents, key, num_steps=18, sigma_min=None,
-                sigma_max=None, rho=7, solver="heun", discretization="edm",
-                schedule="linear", scaling="none", epsilon_s=1e-3, C_1=0.001, C_2=0.008,
-                M=1000, alpha=1, S_churn=0, S_min=0, S_max=float("inf"), S_noise=1,
-                sample_ids=None):  # pylint: disable=invalid-name
-  """EDM's deterministic (Alg. 1) and stochastic (Alg. 2) samplers over Table 1.
-
-  The defaults are EDM's own sampler (Heun, 18 steps, sigma 0.002 to 80, rho 7). The ODE is
-  dx/dt = (sigma'/sigma + s'/s) x - sigma' s / sigma D(x / s; sigma); Heun's correction is
-  skipped on the step to t = 0. With S_churn > 0 each step first raises the noise level by
-  gamma_i = min(S_churn / N, sqrt(2) - 1) when S_min <= sigma(t_i) <= S_max (Alg. 2), with
-  fresh noise scaled by S_noise. `alpha` is the generic second-order parameter (1: Heun).
-
-  Args:
-    denoise_fn: D(x, sigma) for x [B, ...] and sigma [] (called with a scalar).
-    latents: [B, ...] standard normal; the first state is latents * sigma(t_0) s(t_0).
-    key: PRNG key for the churn noise; sample b uses fold_in(key, sample_ids[b]).
-    sigma_min, sigma_max: None takes the discretization's paper defaults (VP from its beta
-      schedule, VE 0.02 to 100, iDDPM 0.002 to 81, EDM 0.002 to 80).
-
-  Returns:
-    [B, ...] samples, in the dtype of `latents`.
-  """
-  from score_jax import schedules  # pylint: disable=g-import-not-at-top
-  if solver not in ("euler", "heun"):
-    raise ValueError(f"solver={solver!r}; expected 'euler' or 'heun'.")
-  if num_steps < 1:
-    raise ValueError(f"num_steps={num_steps!r} must be at least 1.")
-  lo, hi = schedules.default_sigma_range(discretization, epsilon_s)
-  sigma_min = lo if sigma_min is None else sigma_min
-  sigma_max = hi if sigma_max is None else sigma_max
-  sch = schedules.schedule(schedule, scaling, sigma_min, sigma_max, epsilon_s)
-  steps = schedules.sigma_steps(discretization, num_steps, sigma_min, sigma_max, rho, epsilon_s,
-                                C_1, C_2, M)
-  t = np.concatenate([sch.sigma_inv(steps), [0.0]])  # t_N = 0
-  t_cur, t_next = t[:-1], t[1:]
-  sig_cur = sch.sigma(t_cur)
-  in_range = (S_min <= sig_cur) & (sig_cur <= S_max)
-  gamma = np.where(in_range, min(S_churn / num_steps, np.sqrt(2) - 1), 0.0)
-  t_hat = sch.sigma_inv(sig_cur + gamma * sig_cur)
-  h = t_next - t_hat
-  t_prime = t_hat + alpha * h
-
-  def ode_coefs(tt):
-    """(a, b, sigma, s) with dx/dt = a x + b D(x / s; sigma) at times tt."""
-    with np.errstate(divide="ignore", invalid="ignore"):  # t = 0 only; see below
-      sig, sig_d, s, s_d = sch.sigma(tt), sch.sigma_deriv(tt), sch.s(tt), sch.s_deriv(tt)
-      return sig_d / sig + s_d / s, -sig_d * s / sig, sig, s
-
-  a_hat, b_hat, sig_hat, s_hat = ode_coefs(t_hat)
-  # The last step (to t = 0) is Euler; its t_prime is 0, where the coefficients are
-  # undefined, so they are zeroed and never used.
-  a_pr, b_pr, sig_pr, s_pr = (np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
-                              for v in ode_coefs(t_prime))
-  churn = np.sqrt(np.clip(sig_hat**2 - sig_cur**2, 0, None)) * s_hat * S_noise
-  rescale = s_hat / sch.s(t_cur)
-  use_heun = np.zeros(num_steps, bool)
-  if solver == "heun":
-    use_heun[:-1] = True
-  dtype = latents.dtype
-  per_step = {k: jnp.asarray(v, dtype) for k, v in dict(
-      a_hat=a_hat, b_hat=b_hat, sig_hat=sig_hat, s_hat=s_hat, a_pr=a_pr, b_pr=b_pr,
-      sig_pr=sig_pr, s_pr=s_pr, churn=churn, rescale=rescale, h=h).items()}
-  per_step["heun"] = jnp.asarray(use_heun)
-  per_step["i"] = jnp.arange(num_steps)
-  keys = per_sample_keys(key, latents.shape[0], sample_ids)
-  stochastic = bool(np.any(churn > 0))
-
-  def step(x, c):
-    x_hat = c["rescale"] * x
-    if stochastic:
-      x_hat = x_hat + c["churn"] * _normal_per_sample(keys, c["i"], x.shape[1:], dtype)
-    d_cur = c["a_hat"] * x_hat + c["b_hat"] * denoise_fn(x_hat / c["s_hat"], c["sig_hat"])
-    euler = x_hat + c["h"] * d_cur
-
-    def heun(_):
-      x_pr = x_hat + alpha * c["h"] * d_cur
-      d_pr = c["a_pr"] * x_pr + c["b_pr"] * denoise_fn(x_pr / c["s_pr"], c["sig_pr"])
-      w = 1.0 / (2.0 * alpha)
-      return x_hat + c["h"] * ((1 - w) * d_cur + w * d_pr)
-
-    x_next = jax.lax.cond(c["heun"], heun, lambda _: euler, None)
-    return x_next.astype(dtype), None
-
-  x0 = latents * jnp.asarray(sch.sigma(t[0]) * sch.s(t[0]), dtype)
-  x, _ = jax.lax.scan(step, x0, per_step)
-  return x
