@@ -47,3 +47,40 @@ def dsm_loss(score_fn: ScoreFn, x, sigmas, key, anneal_power=2.0):
   labels = jax.random.randint(key_labels, (x.shape[0],), 0, len(sigmas))
   noise = jax.random.normal(key_noise, x.shape, x.dtype)
   return jnp.mean(dsm_loss_per_sample(score_fn, x, labels, noise, sigmas, anneal_power))
+
+
+def ddpm_loss_per_sample(eps_fn: Callable, x0, t, noise, sqrt_alphas_cumprod,
+                         sqrt_one_minus_alphas_cumprod):
+  """L_simple (DDPM Eq. 14) per sample: mean over pixels of (eps(x_t, t) - noise)^2, with
+  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
+
+  In the denoiser view (x = x_t / sqrt(abar_t), sigma_t^2 = (1 - abar_t) / abar_t) this is
+  ||D(x; sigma_t) - x0||^2 / sigma_t^2 per pixel: the weighted denoising loss with
+  lambda = 1 / sigma^2, written in epsilon so that it matches the original number for number.
+
+  Args:
+    eps_fn: (x_t [B, ...], t int32 [B]) -> predicted noise.
+    x0: clean data in [-1, 1], [B, ...].
+    t: int32 [B] timestep indices 0..T-1.
+    noise: standard normal, [B, ...].
+    sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod: [T] tables (float64 on the host).
+
+  Returns:
+    [B] per-sample losses.
+  """
+  shape = (-1,) + (1,) * (x0.ndim - 1)
+  a = jnp.asarray(sqrt_alphas_cumprod, x0.dtype)[t].reshape(shape)
+  s = jnp.asarray(sqrt_one_minus_alphas_cumprod, x0.dtype)[t].reshape(shape)
+  x_t = a * x0 + s * noise
+  err = jnp.square(eps_fn(x_t, t) - noise)
+  return jnp.mean(err.reshape(x0.shape[0], -1), axis=-1)
+
+
+def ddpm_loss(eps_fn: Callable, x0, key, sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod):
+  """Mean L_simple over the batch with t ~ U{0..T-1} and the noise drawn from `key` (global
+  shapes, so the loss does not depend on the device count)."""
+  key_t, key_noise = jax.random.split(key)
+  t = jax.random.randint(key_t, (x0.shape[0],), 0, len(sqrt_alphas_cumprod))
+  noise = jax.random.normal(key_noise, x0.shape, x0.dtype)
+  return jnp.mean(ddpm_loss_per_sample(eps_fn, x0, t, noise, sqrt_alphas_cumprod,
+                                       sqrt_one_minus_alphas_cumprod))
