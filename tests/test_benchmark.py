@@ -15,3 +15,18 @@ def test_benchmark_produces_every_number(tiny):
   assert results["train batch"] == 8
   table = benchmark.format_table(results)
   assert "train steps/s" in table and len(table.splitlines()) == len(results)
+
+
+def test_benchmark_times_ddpm_training_and_the_ancestral_sampler():
+  from test_spine import tiny_ddpm
+  results = benchmark.benchmark(tiny_ddpm(), train_steps=2, sample_levels=3, repeats=1)
+  assert results["sampler steps timed"] == 3
+  for key in ("train steps/s", "sampler steps/s"):
+    assert math.isfinite(results[key]) and results[key] > 0, key
+  assert "max-pool grad, flax (ms)" not in results
+
+
+def test_input_pipeline_throughput_is_measured():
+  for fmt in ("jpeg", "png"):
+    rate = benchmark.data_throughput(fmt, size=32, n=8, batch=4, batches=2, threads=1)
+    assert math.isfinite(rate) and rate > 0

@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import ROOT
-from score_jax import models, noise, sharding, train
+from score_jax import generate, models, noise, sharding, train
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
                  if not os.path.basename(p).startswith(("_", "default")))
@@ -48,6 +48,10 @@ def test_config_trains_and_samples_at_reduced_width(name):
   c.sampling.n_steps_each = 1
   if c.model.name == "ncsn":
     c.model.num_classes = 2
+  if c.model.name == "ddpm":  # every level and attention kept; width, depth and T shrunk
+    c.model.ch, c.model.num_groups, c.model.num_res_blocks = 4, 4, 1
+    c.diffusion.num_timesteps = 4
+    c.sampling.progressive_ts = (3, 0)
   train.validate_config(c)
   mesh = sharding.data_mesh()
   model, tx, state = train.build(c, mesh)
@@ -57,27 +61,46 @@ def test_config_trains_and_samples_at_reduced_width(name):
   batch = jax.device_put(batch, NamedSharding(mesh, P(sharding.DATA_AXIS)))
   state, metrics = step(state, batch, jax.random.PRNGKey(1))
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
-  samples = train.jit_sample_fn(train.make_sample_fn(c, model), mesh)(state.ema_params,
+  samples = generate.jit_sample_fn(generate.make_sample_fn(c, model), mesh)(state.ema_params,
                                                                       jax.random.PRNGKey(2))
   assert samples.shape == (2, size, size, ch)
   assert np.all(np.isfinite(np.asarray(samples)))
 
 
-def readme_table():
-  """{config: (model, dataset, resolution, params, sigma_1, L, T, eps)} from README.md."""
+def readme_table(prefix=("ncsn",)):
+  """{config: cells after the first} from README.md's table rows whose config starts with
+  one of `prefix` (NCSN rows: model, dataset, resolution, params, sigma_1, L, T, eps)."""
   with open(os.path.join(ROOT, "README.md")) as f:
     text = f.read()
   rows = {}
   for line in text.splitlines():
     m = re.match(r"\|\s*`configs/(\w+)\.py`\s*\|(.*)\|\s*$", line)
-    if m:
+    if m and m.group(1).startswith(prefix):
       rows[m.group(1)] = [cell.strip() for cell in m.group(2).split("|")]
   return rows
 
 
+def test_readme_ddpm_table_matches_the_configs():
+  """DDPM rows: model, dataset, resolution, params, lr, batch, steps, dropout, flips."""
+  rows = readme_table(("ddpm",))
+  paper = [n for n in CONFIGS if n.startswith("ddpm") and n != "ddpm_mnist"]
+  assert sorted(rows) == sorted(paper)
+  for name in paper:
+    c = load(name)
+    model, dataset, res, params, lr, batch, steps, dropout, flip = rows[name]
+    assert model == c.model.name and dataset == c.data.dataset
+    assert res == f"{c.data.image_size}x{c.data.image_size}"
+    assert int(params.replace(",", "")) == param_count(c), name
+    assert float(lr) == c.optim.lr and int(batch) == c.training.batch_size
+    assert int(steps.replace(",", "")) == c.training.n_iters
+    assert float(dropout) == c.model.dropout and (flip == "yes") == c.data.random_flip
+    assert c.model.ema_rate == 0.9999 and c.optim.warmup == 5000 and c.optim.grad_clip == 1.0
+  assert param_count(load("ddpm_cifar10")) == 35_746_307  # google/ddpm-cifar10-32
+
+
 def test_readme_table_matches_the_configs_and_computed_parameter_counts():
   rows = readme_table()
-  paper = [n for n in CONFIGS if n != "ncsnv2_mnist"]
+  paper = [n for n in CONFIGS if n.startswith("ncsn") and n != "ncsnv2_mnist"]
   assert sorted(rows) == sorted(paper)
   for name in paper:
     c = load(name)

@@ -1,0 +1,46 @@
+"""A method = how a network is trained and what it natively predicts, as pure closures.
+
+`get_method(config, model)` reads the config once and returns a `Method`: the training loss,
+the network as a denoiser D(x; sigma) in the [-1, 1] data space (`precond`), and the native
+outputs the papers' own samplers use (NCSN's indexed score, DDPM's epsilon), so that every
+sampler runs on every network and the native pairs reproduce the official numbers.
+"""
+
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+
+class Method(NamedTuple):
+  """Closures over a config and a linen module; all are pure functions of params.
+
+  Attributes:
+    name: 'ncsn' (NCSN and NCSNv2) or 'ddpm'.
+    loss_fn: (params, batch [B, H, W, C] in [0, 1], key) -> scalar training loss.
+    denoiser: params -> precond.Denoiser.
+    score_fn: params -> score_fn(x, i) at the native level index (NCSN's Langevin), or None.
+    eps_fn: params -> eps_fn(x_t, t) (DDPM's ancestral sampler), or None.
+    levels: the native noise levels of score_fn, float32 [L] in [0, 1] data units, or None.
+    betas: the native DDPM betas, float64 [T], or None.
+    default_sampler: the paper's sampler for this method.
+  """
+  name: str
+  loss_fn: Callable
+  denoiser: Callable
+  score_fn: Optional[Callable]
+  eps_fn: Optional[Callable]
+  levels: Optional[np.ndarray]
+  betas: Optional[np.ndarray]
+  default_sampler: str
+
+
+def get_method(config, model) -> Method:
+  """The Method of `config.model.name` for the linen module `model`."""
+  from score_jax.methods import ddpm, ncsn  # pylint: disable=g-import-not-at-top
+  name = config.model.name
+  if name in ("ncsn", "ncsnv2"):
+    return ncsn.make(config, model)
+  if name == "ddpm":
+    return ddpm.make(config, model)
+  raise ValueError(f"config.model.name={name!r} has no training method; expected ncsn, "
+                   "ncsnv2 or ddpm.")

@@ -1,0 +1,32 @@
+"""DDPM: L_simple over t ~ U{0..T-1} of a linear beta schedule, data in [-1, 1]."""
+
+import jax
+
+from score_jax import losses, precond, schedules
+from score_jax.methods import Method
+
+
+def betas_from_config(config):
+  """float64 [T] betas of `config.diffusion`."""
+  d = config.diffusion
+  return schedules.ddpm_betas(d.beta_schedule, d.beta_start, d.beta_end, d.num_timesteps)
+
+
+def make(config, model) -> Method:
+  betas = betas_from_config(config)
+  tab = schedules.ddpm_tables(betas)
+
+  def loss_fn(params, batch, key):
+    key_loss, key_dropout = jax.random.split(key)
+    eps = lambda x, t: model.apply({"params": params}, x, t, train=True,
+                                   rngs={"dropout": key_dropout})
+    return losses.ddpm_loss(eps, 2.0 * batch - 1.0, key_loss, tab.sqrt_alphas_cumprod,
+                            tab.sqrt_one_minus_alphas_cumprod)
+
+  def eps_fn(params):
+    return lambda x, t: model.apply({"params": params}, x, t)
+
+  return Method(
+      name="ddpm", loss_fn=loss_fn,
+      denoiser=lambda params: precond.from_eps(eps_fn(params), tab.alphas_cumprod),
+      score_fn=None, eps_fn=eps_fn, levels=None, betas=betas, default_sampler="ancestral")

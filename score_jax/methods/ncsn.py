@@ -1,0 +1,29 @@
+"""NCSN / NCSNv2: denoising score matching over geometric noise levels, data in [0, 1]."""
+
+from score_jax import losses, noise, precond, samplers
+from score_jax.methods import Method
+
+
+def make(config, model) -> Method:
+  sigmas = noise.sigmas_from_config(config)
+  anneal_power = config.training.anneal_power
+  continuous = config.model.name == "ncsnv2"  # output / sigma: any sigma will do
+
+  def loss_fn(params, batch, key):
+    score_fn = lambda x, y: model.apply({"params": params}, x, y)
+    return losses.dsm_loss(score_fn, batch, sigmas, key, anneal_power)
+
+  def denoiser(params):
+    variables = {"params": params}
+    if continuous:
+      score = lambda u, s: model.apply(variables, u, s, method="score_at_sigma")
+      grid = None
+    else:
+      score = lambda u, s: model.apply(variables, u, precond.nearest_index(s, sigmas))
+      grid = sigmas
+    return precond.from_score(score, float(sigmas[-1]), float(sigmas[0]), (0.0, 1.0), grid)
+
+  return Method(
+      name="ncsn", loss_fn=loss_fn, denoiser=denoiser,
+      score_fn=lambda params: samplers.indexed_score_fn(model.apply, {"params": params}),
+      eps_fn=None, levels=sigmas, betas=None, default_sampler="langevin")

@@ -1,0 +1,120 @@
+"""The TrainState, how a fresh one is built from a config, and the checks that come first."""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from score_jax import methods, models, noise, optim, samplers
+
+SAMPLERS = ("langevin", "ancestral", "edm")
+INPAINT_MASKS = ("bottom_half", "right_half")
+
+
+def occlusion_mask(kind: str, size: int, channels: int):
+  """[H, W, C] float32 with 1 where pixels are known ('bottom_half' / 'right_half' hidden)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  mask = np.ones((size, size, channels), np.float32)
+  if kind == "bottom_half":
+    mask[size // 2:] = 0.0
+  elif kind == "right_half":
+    mask[:, size // 2:] = 0.0
+  else:
+    raise ValueError(f"config.sampling.inpaint_mask={kind!r}; expected one of {INPAINT_MASKS}.")
+  return mask
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes. The model and optimizer live in closures, not here.
+
+  Attributes:
+    step: int32 [], steps taken.
+    params: the network parameters.
+    opt_state: the optax state; with `model.ema` it holds the parameter EMA (`optim.ema_of`).
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+  @property
+  def ema_params(self):
+    """The EMA parameters when the optimizer keeps them, else the raw parameters."""
+    ema = optim.ema_of(self.opt_state)
+    return self.params if ema is None else ema
+
+
+def validate_config(config) -> None:
+  """Fail early, before anything is written, on settings the run cannot use."""
+  noise.sigmas_from_config(config)  # raises on sigma_begin <= sigma_end and the like
+  model = models.get_model(config)  # raises on unknown model names and image sizes
+  n_dev = jax.device_count()
+  for name in ("training.batch_size", "sampling.batch_size"):
+    section, key = name.split(".")
+    value = config[section][key]
+    if value <= 0 or value % n_dev:
+      raise ValueError(f"config.{name}={value!r} must be a positive multiple of the "
+                       f"{n_dev} device(s) the batch is split over.")
+  for section, name in (("training", "n_iters"), ("training", "snapshot_freq"),
+                        ("training", "log_freq"), ("training", "keep_checkpoints"),
+                        ("sampling", "n_steps_each"), ("sampling", "step_lr")):
+    if config[section][name] <= 0:
+      raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
+  optim.learning_rate(config)  # raises on an unknown schedule or warm-up out of range
+  s = config.sampling
+  if s.init not in samplers.INITS:
+    raise ValueError(f"config.sampling.init={s.init!r}; expected one of {samplers.INITS}.")
+  if s.inpainting and s.interpolation:
+    raise ValueError("config.sampling.inpainting and .interpolation are both set; choose one.")
+  if s.inpainting:
+    occlusion_mask(s.inpaint_mask, config.data.image_size, config.data.channels)
+    if s.batch_size < s.n_completions:
+      raise ValueError(f"config.sampling.batch_size={s.batch_size} is smaller than "
+                       f"n_completions={s.n_completions}.")
+  if (s.inpainting or s.interpolation) and config.model.name not in ("ncsn", "ncsnv2"):
+    raise ValueError(f"config.sampling.inpainting / interpolation run annealed Langevin on the "
+                     f"levels of an NCSN/NCSNv2 network; config.model.name={config.model.name!r}.")
+  methods.get_method(config, model)  # raises on a bad diffusion schedule
+  if s.method not in ("",) + SAMPLERS:
+    raise ValueError(f"config.sampling.method={s.method!r}; expected one of {SAMPLERS} "
+                     "(or '' for the method's own).")
+  if s.variance not in samplers.VARIANCES:
+    raise ValueError(f"config.sampling.variance={s.variance!r}; expected one of "
+                     f"{samplers.VARIANCES}.")
+  if s.num_steps < 1 or (s.method == "langevin" and config.model.name == "ddpm" and s.num_steps < 2):
+    raise ValueError(f"config.sampling.num_steps={s.num_steps!r} must be at least 1 (2 for "
+                     "Langevin levels).")
+  if s.sigma_min < 0 or s.sigma_max < 0 or (s.sigma_max and s.sigma_min >= s.sigma_max):
+    raise ValueError(f"config.sampling.sigma_min={s.sigma_min!r}, sigma_max={s.sigma_max!r}: "
+                     "expected 0 <= sigma_min < sigma_max (0 for the defaults).")
+  for t in s.progressive_ts:
+    if config.model.name == "ddpm" and not 0 <= t < config.diffusion.num_timesteps:
+      raise ValueError(f"config.sampling.progressive_ts has t={t}; expected 0 <= t < "
+                       f"diffusion.num_timesteps={config.diffusion.num_timesteps}.")
+
+
+def init_state(config, model, tx, key) -> TrainState:
+  """A fresh TrainState with the model's initial parameters."""
+  params = model.init(key, *models.example_inputs(config))["params"]
+  return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def rng_keys(config) -> dict:
+  """The run's three base keys, split from `seed`: 'init', 'train' and 'sample'."""
+  base = jax.random.PRNGKey(config.seed)
+  return dict(zip(("init", "train", "sample"), jax.random.split(base, 3)))
+
+
+def build(config, mesh):
+  """(model, tx, replicated fresh state) for a config on a mesh."""
+  model = models.get_model(config)
+  tx = optim.make_optimizer(config)
+  # Initialised under jit straight into its replicated sharding: no host copy of the weights,
+  # and every host of a pod computes the same values from the same key.
+  init = jax.jit(lambda key: init_state(config, model, tx, key),
+                 out_shardings=NamedSharding(mesh, P()))
+  return model, tx, init(rng_keys(config)["init"])
+
+
