@@ -1,29 +1,76 @@
-"""Train or sample a score model.
+"""Train, sample, convert or summarise a score model; one entry for every method.
 
   python main.py --config=configs/ncsnv2_mnist.py --mode=train --workdir=/tmp/mnist
   python main.py --config=configs/ncsnv2_mnist.py --mode=sample --workdir=/tmp/mnist \
       --config.sampling.batch_size=100
+  python main.py --config=configs/ddpm_cifar10.py --mode=convert --workdir=/tmp/ddpm \
+      --config.convert.path=PATH/TO/google-ddpm-cifar10-32
+  python main.py --config=configs/ddpm_cifar10.py --mode=summary
+
+Modes: train; sample (newest checkpoint, `--config.sampling.method` langevin | ancestral |
+edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth
+or a diffusers DDPM folder, `--config.convert.path`); summary (parameters and FLOPs per
+image, nothing written); data (the first batch as a grid, count, shape, images/s).
 
 Multi-host: every host runs the same command; on TPU pods pass --distributed, elsewhere
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 
+import sys
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import calibrate, train
+from score_jax import calibrate, checkpoints, convert, data, generate, summary, train
+from score_jax.importers import diffusers_unet
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and metrics.")
-flags.DEFINE_enum("mode", "train", ["train", "sample", "calibrate"],
-                  "train; sample from the newest checkpoint; calibrate noise settings from data.")
+flags.DEFINE_enum("mode", "train",
+                  ["train", "sample", "calibrate", "convert", "summary", "data"],
+                  "train; sample from the newest checkpoint; calibrate noise settings from "
+                  "data; convert official weights; summary: parameters and FLOPs; data: "
+                  "preview the input pipeline.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+
+# What a user can cause and fix: said in one line, without a traceback. Anything else is a
+# bug and keeps its traceback.
+_USER_ERRORS = (checkpoints.CheckpointMismatchError, convert.CheckpointMismatchError,
+                FileNotFoundError, FileExistsError, ValueError)
+
+
+def run(config, mode: str, workdir):
+  if mode != "summary" and not workdir:
+    raise ValueError(f"--workdir is required for --mode={mode}.")
+  if mode == "train":
+    train.train_and_evaluate(config, workdir)
+  elif mode == "sample":
+    generate.sample(config, workdir)
+  elif mode == "calibrate":
+    calibrate.run(config, workdir)
+  elif mode == "summary":
+    print(summary.format_summary(summary.summarize(config)))
+  elif mode == "data":
+    r = data.preview(config, workdir)
+    print(f"{r['source']}: {r['count']} images; batch {r['batch_shape']} float32 in [0, 1]; "
+          f"{r['images_per_s']:.0f} images/s decoded and preprocessed; first batch in "
+          f"{r['preview']}" + (f"; skipped {r['skipped']} bad image(s)" if r["skipped"] else ""))
+  elif mode == "convert":
+    path = config.convert.path
+    if not path:
+      raise ValueError("--mode=convert needs --config.convert.path (an NCSN/NCSNv2 .pth file "
+                       "or a diffusers DDPM folder).")
+    if config.model.name == "ddpm":
+      step = diffusers_unet.convert_to_workdir(path, config, workdir)
+    else:
+      step = convert.convert_to_workdir(path, config, workdir)
+    print(f"Wrote step {step} of {path} to {workdir}/checkpoints; sample with --mode=sample.")
 
 
 def main(argv):
@@ -40,13 +87,11 @@ def main(argv):
   logging.info("JAX process %d/%d, %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
-  config = FLAGS.config
-  if FLAGS.mode == "train":
-    train.train_and_evaluate(config, FLAGS.workdir)
-  elif FLAGS.mode == "sample":
-    train.sample(config, FLAGS.workdir)
-  elif FLAGS.mode == "calibrate":
-    calibrate.run(config, FLAGS.workdir)
+  try:
+    run(FLAGS.config, FLAGS.mode, FLAGS.workdir)
+  except _USER_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

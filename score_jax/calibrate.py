@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from score_jax import datasets, noise
+from score_jax import data, noise
 
 
 def calibrate(config, images=None, coverage_target: float = 0.5) -> dict:
@@ -17,7 +17,7 @@ def calibrate(config, images=None, coverage_target: float = 0.5) -> dict:
   config's own values under 'config_*'.
   """
   if images is None:
-    images = datasets.load_images(config, "train")
+    images = data.load_images(config, "train")
   dim = int(np.prod(images.shape[1:]))
   sigma_begin = noise.max_pairwise_distance(images, seed=config.seed)
   sigma_end = config.model.sigma_end

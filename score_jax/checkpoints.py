@@ -5,9 +5,11 @@ restore, so pointing a run at a workdir of another model fails with the differin
 named instead of a shape error deep in orbax, and nothing in that workdir is touched.
 """
 
+import json
 import os
 from typing import Optional
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -18,7 +20,10 @@ def model_signature(config) -> dict:
          if k not in ("ema_rate",)}
   sig["data.image_size"] = config.data.image_size
   sig["data.channels"] = config.data.channels
-  return sig
+  if config.model.name == "ddpm":  # the network's t is an index into this schedule
+    sig.update({f"diffusion.{k}": v for k, v in config.diffusion.to_dict().items()})
+  # As JSON stores it (tuples become lists), so that a restored signature compares equal.
+  return json.loads(json.dumps(sig))
 
 
 class CheckpointMismatchError(ValueError):
@@ -32,8 +37,9 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self._signature = model_signature(config)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "model"))
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options, item_names=("state", "model", "data"),
+        item_handlers={"data": grain.checkpoint.CheckpointHandler()})
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -49,21 +55,42 @@ class Checkpointer:
           f"{self.directory} holds a checkpoint (step {step}) of another model ({lines}). "
           "Use another --workdir, or the config that made it.")
 
-  def restore_latest(self, state):
+  def restore_latest(self, state, data_iterator=None):
     """The newest checkpoint restored into the structure and shardings of `state`,
-    or `state` itself when there is none."""
+    or `state` itself when there is none. With `data_iterator` (a grain iterator), its
+    position is restored in place too, when the checkpoint holds one (a converted checkpoint
+    does not: the data stream then starts afresh)."""
     step = self.latest_step()
     if step is None:
       return state
     self.check_signature(step)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    items = dict(state=ocp.args.StandardRestore(abstract))
+    if data_iterator is not None and os.path.isdir(os.path.join(self.directory, str(step),
+                                                                "data")):
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored.state
 
-  def save(self, step: int, state) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), model=ocp.args.JsonSave(self._signature)))
+  def save(self, step: int, state, data_iterator=None) -> None:
+    """Save `state` (and the position of `data_iterator`, a grain iterator, per process)."""
+    items = dict(state=ocp.args.StandardSave(state), model=ocp.args.JsonSave(self._signature))
+    if data_iterator is not None:
+      # The save runs in a background thread while training goes on: hand it the position
+      # now, not the live iterator.
+      items["data"] = grain.checkpoint.CheckpointSave(
+          _FrozenPosition(json.dumps(data_iterator.get_state()).encode()))
+    self._manager.save(step, args=ocp.args.Composite(**items))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
+
+
+class _FrozenPosition:
+  """A grain iterator position taken at save time (grain's handler calls get_state())."""
+
+  def __init__(self, state: bytes):
+    self._state = state
+
+  def get_state(self) -> bytes:
+    return self._state

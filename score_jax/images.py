@@ -7,6 +7,12 @@ import numpy as np
 from PIL import Image
 
 
+def to_uint8(images) -> np.ndarray:
+  """[0, 1] floats -> uint8 as an image file stores them: clipped, x * 255 rounded to the
+  nearest level (what PIL / diffusers' numpy_to_pil and EDM's generate.py do)."""
+  return (np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def make_grid(images: np.ndarray, ncol: int = 0, padding: int = 2) -> np.ndarray:
   """[N, H, W, C] in [0, 1] -> uint8 [rows*(H+p)+p, ncol*(W+p)+p, C] with a black border."""
   images = np.asarray(images, np.float32)
@@ -16,7 +22,7 @@ def make_grid(images: np.ndarray, ncol: int = 0, padding: int = 2) -> np.ndarray
   ncol = ncol or int(math.ceil(math.sqrt(n)))
   nrow = int(math.ceil(n / ncol))
   grid = np.zeros((nrow * (h + padding) + padding, ncol * (w + padding) + padding, c), np.uint8)
-  pixels = (np.clip(images, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  pixels = to_uint8(images)
   for k in range(n):
     r, q = divmod(k, ncol)
     top, left = padding + r * (h + padding), padding + q * (w + padding)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from score_jax import checkpoints, train
+from score_jax import checkpoints, generate, train
 
 WORKER = os.path.join(ROOT, "tests", "train_worker.py")
 
@@ -50,7 +50,7 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny):
   # keep_checkpoints=3 keeps the newest three.
   assert sorted(os.listdir(os.path.join(wd, "checkpoints")), key=int) == ["4", "6", "7"]
 
-  samples = train.sample(c, wd)
+  samples = generate.sample(c, wd)
   assert samples.shape == (8, 28, 28, 1)
   saved = np.load(os.path.join(wd, "samples", "sample_7.npz"))["samples"]
   np.testing.assert_array_equal(saved, samples)
@@ -62,7 +62,7 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny):
   c.sampling.inpainting = True
   c.sampling.inpaint_split = "train"
   c.sampling.n_completions = 2
-  comps = train.sample(c, wd)
+  comps = generate.sample(c, wd)
   saved = np.load(os.path.join(wd, "samples", "inpaint_7.npz"))
   assert comps.shape == (4, 2, 28, 28, 1)  # batch 8 / 2 completions = 4 images
   top = comps[:, :, :14] - saved["originals"][:, None, :14]
@@ -73,22 +73,28 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny):
   c.sampling.inpainting = False
   c.sampling.interpolation = True
   c.sampling.n_interpolations = 3
-  out = train.sample(c, wd)
+  out = generate.sample(c, wd)
   assert out.shape == (2, 4, 28, 28, 1)  # batch 8 / (N + 1) = 2 rows
   assert os.path.exists(os.path.join(wd, "samples", "interpolation_7.png"))
   c.sampling.inpainting = True
   with pytest.raises(ValueError, match="choose one"):
-    train.sample(c, wd)
+    generate.sample(c, wd)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
-  base = {"training.snapshot_sampling": False, "training.log_freq": 1}
+  """6 steps against 3 + 3 resumed: the data iterator's position comes back with the
+  checkpoint, so every batch, every logged loss and the final parameters are identical."""
+  base = {"training.snapshot_sampling": False, "training.log_freq": 1,
+          "training.snapshot_freq": 3, "data.random_flip": True}
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 4}), a)
-  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 2}), b)
-  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 4}), b)
-  np.testing.assert_allclose([m["loss"] for m in read_metrics(a)],
-                             [m["loss"] for m in read_metrics(b)], rtol=1e-6)
+  whole = train.train_and_evaluate(tiny(**base, **{"training.n_iters": 6}), a)
+  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 3}), b)
+  resumed = train.train_and_evaluate(tiny(**base, **{"training.n_iters": 6}), b)
+  assert [m["step"] for m in read_metrics(b)] == [1, 2, 3, 4, 5, 6]
+  np.testing.assert_array_equal([m["loss"] for m in read_metrics(a)],
+                                [m["loss"] for m in read_metrics(b)])
+  for x, y in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(x, y)
 
 
 def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
@@ -99,7 +105,7 @@ def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
   with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf: checkpoint 4"):
     train.train_and_evaluate(tiny(**{"model.ngf": 8, "training.n_iters": 4}), wd)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf"):
-    train.sample(tiny(**{"model.ngf": 8}), wd)
+    generate.sample(tiny(**{"model.ngf": 8}), wd)
   assert snapshot(wd) == before
 
 
@@ -123,7 +129,7 @@ def test_bad_config_fails_before_writing(tmp_path, tiny, override, match):
 
 def test_sample_without_checkpoint_is_a_clear_error(tmp_path, tiny):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    train.sample(tiny(), str(tmp_path / "empty"))
+    generate.sample(tiny(), str(tmp_path / "empty"))
 
 
 def run_worker(workdir, devices, extra=(), env_extra=None):
@@ -203,7 +209,7 @@ def test_sample_fn_num_levels_runs_the_first_levels_without_denoising(tiny):
   for levels, denoise in ((2, False), (3, True)):
     want = samplers.annealed_langevin(score_fn, x0, sigmas[:levels], s.n_steps_each,
                                       s.step_lr, run_key, denoise=denoise)
-    got = train.make_sample_fn(c, model, num_levels=levels)(params, key)
+    got = generate.make_sample_fn(c, model, num_levels=levels)(params, key)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="num_levels=4"):
-    train.make_sample_fn(c, model, num_levels=4)
+    generate.make_sample_fn(c, model, num_levels=4)

@@ -22,18 +22,18 @@ def main():
   if args.coordinator:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
   from conftest import tiny_config
-  from score_jax import train
+  from score_jax import generate, train
   c = tiny_config(**{"training.n_iters": args.n_iters, "training.batch_size": 8,
                      "training.snapshot_sampling": True,
                      "training.snapshot_freq": args.n_iters})
   train.train_and_evaluate(c, args.workdir)
-  train.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
+  generate.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
   # inpaint_<n>.npz: 2 rows x 4 completions; interpolation_<n>.npz: 1 row of 9, padded to
   # one row per device.
   for mode in ("inpainting", "interpolation"):
     with c.unlocked():
       c.sampling[mode] = True
-    train.sample(c, args.workdir)
+    generate.sample(c, args.workdir)
     with c.unlocked():
       c.sampling[mode] = False
   if jax.process_index() == 0:
