@@ -2,12 +2,12 @@
 
     python -m score_jax.convert --checkpoint=PATH --config=CONFIG --workdir=DIR
 
-writes an orbax checkpoint in DIR that `main.py --mode=sample` uses. PyTorch is an optional
-extra (`pip install score_jax[torch]`); the file is read with `weights_only=True`, so no code
-stored in it runs.
+writes an orbax checkpoint in DIR that `main.py --mode=sample` uses. The file is read
+without torch by `importers.torch_pickle`, which rebuilds tensors, containers and numbers
+and refuses anything else, so no code stored in it runs.
 """
 
-import pickle
+import os
 from typing import Any, Dict, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -103,21 +103,17 @@ class OfficialCheckpoint(NamedTuple):
 
 
 def read_official_checkpoint(path: str) -> OfficialCheckpoint:
-  """Load an official checkpoint.pth without executing code from it."""
+  """Load an official checkpoint.pth without torch and without executing code from it
+  (`importers.torch_pickle`: only tensors, containers and numbers are rebuilt)."""
+  from score_jax.importers import torch_pickle  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"{path!r} is not a file; expected an official checkpoint.pth.")
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError(
-        "reading PyTorch checkpoints needs torch: pip install 'score_jax[torch]' "
-        "(or pip install torch)") from e
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as e:
-    # torch.load raises these for files that are not checkpoints, and UnpicklingError for
-    # pickles that would need code (a class or function) to be rebuilt.
-    raise CheckpointMismatchError(
-        f"{path!r} is not a PyTorch checkpoint that can be loaded with weights_only=True: {e}"
-    ) from e
+    obj = torch_pickle.load(path)
+  except torch_pickle.UnsafePickleError as e:
+    raise CheckpointMismatchError(f"{path!r} was refused: {e}") from e
+  except (ValueError, OSError) as e:
+    raise CheckpointMismatchError(f"{path!r} is not a PyTorch checkpoint: {e}") from e
   if isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], Mapping):
     ema_state = obj[4] if len(obj) >= 5 and isinstance(obj[4], Mapping) else None
     step = obj[3] if len(obj) >= 4 and isinstance(obj[3], int) else 0
@@ -172,12 +168,13 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
   from score_jax import checkpoints, optim, sharding, train  # pylint: disable=g-import-not-at-top
 
   train.validate_config(config)
+  # Read first: a file that is not a checkpoint leaves the workdir as it was.
+  model_state, ema_state, step = read_official_checkpoint(path)
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
   if ckpt.latest_step() is not None:
     raise FileExistsError(
         f"{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); "
         "convert into an empty --workdir so that nothing is overwritten.")
-  model_state, ema_state, step = read_official_checkpoint(path)
   _, _, state = train.build(config, sharding.data_mesh())
   # The fresh state's params are the shape target: no second trace of the model.
   raw = state_dict_to_params(model_state, state.params)
