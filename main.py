@@ -10,29 +10,34 @@
 Modes: train; sample (newest checkpoint, `--config.sampling.method` langevin | ancestral |
 edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth
 or a diffusers DDPM folder, `--config.convert.path`); summary (parameters and FLOPs per
-image, nothing written); data (the first batch as a grid, count, shape, images/s).
+image, nothing written); data (the first batch as a grid, count, shape, images/s); eval
+(FID / IS / KID of the newest checkpoint's samples, resumable, `--config.eval.*`); eval_ref
+(Inception statistics of the config's data).
 
 Multi-host: every host runs the same command; on TPU pods pass --distributed, elsewhere
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
 
+import os
 import sys
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import calibrate, checkpoints, convert, data, generate, summary, train
+from score_jax import calibrate, checkpoints, convert, data, evaluate, generate, summary, train
 from score_jax.importers import diffusers_unet
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and metrics.")
 flags.DEFINE_enum("mode", "train",
-                  ["train", "sample", "calibrate", "convert", "summary", "data"],
+                  ["train", "sample", "calibrate", "convert", "summary", "data", "eval",
+                   "eval_ref"],
                   "train; sample from the newest checkpoint; calibrate noise settings from "
                   "data; convert official weights; summary: parameters and FLOPs; data: "
-                  "preview the input pipeline.")
+                  "preview the input pipeline; eval: FID/IS/KID of the newest checkpoint; "
+                  "eval_ref: reference statistics of the data.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 for multi-process.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
@@ -56,6 +61,11 @@ def run(config, mode: str, workdir):
     calibrate.run(config, workdir)
   elif mode == "summary":
     print(summary.format_summary(summary.summarize(config)))
+  elif mode == "eval":
+    evaluate.evaluate(config, workdir)
+  elif mode == "eval_ref":
+    out = config.eval.ref_out or os.path.join(workdir, "ref_stats.npz")
+    evaluate.reference_statistics(config, out)
   elif mode == "data":
     r = data.preview(config, workdir)
     print(f"{r['source']}: {r['count']} images; batch {r['batch_shape']} float32 in [0, 1]; "

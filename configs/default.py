@@ -47,6 +47,20 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.S_max = float("inf")
   s.S_noise = 1.0
 
+  # --mode=eval / eval_ref (score_jax.evaluate): FID, IS, KID with pytorch-fid's Inception.
+  c.eval = e = ml_collections.ConfigDict()
+  e.num_samples = 50_000        # the papers' count; a multiple of sampling.batch_size
+  e.inception_weights = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's file, local
+  e.ref_stats = ""              # npz with mu, sigma (ours, pytorch-fid's, EDM's fid-refs)
+  e.seed = 0                    # sample keys: fold_in(fold_in(PRNGKey(seed), step), shard)
+  e.is_splits = 10              # Inception Score splits, in order (improved-GAN, DDPM)
+  e.kid_subsets = 100           # KID, when ref_stats holds features
+  e.kid_subset_size = 1000
+  e.save_samples = False        # keep the uint8 samples in each shard's npz
+  e.ref_features = False        # eval_ref: also store the features (for KID)
+  e.ref_max_images = 0          # eval_ref: 0 = the whole split
+  e.ref_out = ""                # eval_ref: where to write (default workdir/ref_stats.npz)
+
   c.convert = v = ml_collections.ConfigDict()
   v.path = ""                 # --mode=convert: an NCSN/NCSNv2 .pth or a diffusers DDPM folder
 

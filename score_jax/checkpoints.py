@@ -33,10 +33,11 @@ class CheckpointMismatchError(ValueError):
 class Checkpointer:
   """Saves and restores TrainStates under workdir/checkpoints, keeping the last `keep`."""
 
-  def __init__(self, workdir: str, config, keep: int = 3):
+  def __init__(self, workdir: str, config, keep: int = 3, create: bool = True):
+    """create=False for readers (sampling, evaluation): a missing folder stays missing."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self._signature = model_signature(config)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options, item_names=("state", "model", "data"),
         item_handlers={"data": grain.checkpoint.CheckpointHandler()})

@@ -298,7 +298,8 @@ def sample(config, workdir: str) -> np.ndarray:
   """
   state_lib.validate_config(config)
   mesh = sharding.data_mesh()
-  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints,
+                                  create=False)
   model, _, state = state_lib.build(config, mesh)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "

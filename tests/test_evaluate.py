@@ -1,0 +1,92 @@
+"""--mode=eval and --mode=eval_ref end to end on a tiny MNIST model, with pytorch-fid's
+network on random weights (the real file cannot be downloaded here)."""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from score_jax import evaluate, train
+
+pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def inception_pth(tmp_path_factory):
+  import torch  # pylint: disable=g-import-not-at-top
+  from test_eval import recipe_state_dict  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("weights") / "pt_inception.pth")
+  torch.save(collections.OrderedDict((k, torch.from_numpy(v))
+                                     for k, v in recipe_state_dict().items()), path)
+  return path
+
+
+def eval_config(tiny, inception_pth, ref, **overrides):
+  c = tiny(**{"eval.num_samples": 16, "eval.inception_weights": inception_pth,
+              "eval.ref_stats": ref, "eval.is_splits": 2, "eval.kid_subsets": 3,
+              "eval.kid_subset_size": 8, "eval.ref_max_images": 24,
+              "eval.ref_features": True, **overrides})
+  return c
+
+
+def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_pth):
+  wd = str(tmp_path / "run")
+  ref = str(tmp_path / "ref.npz")
+  c = eval_config(tiny, inception_pth, ref, **{"training.n_iters": 2,
+                                               "training.snapshot_sampling": False})
+  train.train_and_evaluate(c, wd)
+  stats = evaluate.reference_statistics(c, ref)
+  assert stats["mu"].shape == (2048,) and stats["features"].shape == (24, 2048)
+  with np.load(ref) as f:  # what pytorch-fid and EDM's fid.py read
+    assert f["mu"].dtype == np.float64 and f["sigma"].shape == (2048, 2048)
+
+  first = evaluate.evaluate(c, wd)
+  assert first["num_samples"] == 16 and np.isfinite(first["fid"]) and first["fid"] > 0
+  assert np.isfinite(first["is_mean"]) and np.isfinite(first["kid_mean"])
+  shard_dir = os.path.join(wd, "eval", "2")
+  shards = sorted(os.listdir(shard_dir))
+  assert shards == ["shard_00000.npz", "shard_00001.npz"]
+  saved = json.load(open(os.path.join(wd, "eval", "2.json")))
+  assert saved["fid"] == first["fid"] and len(saved["weights_sha256"]) == 64
+  assert saved["ref_sha256"] == evaluate.sha256_of_file(ref)
+  assert saved["sampling"]["batch_size"] == 8 and saved["seed"] == 0
+
+  # A job killed after its first shard (and during the write of the second: a temporary
+  # file) and run again computes only what is missing and gives the same numbers.
+  os.remove(os.path.join(shard_dir, shards[1]))
+  open(os.path.join(shard_dir, shards[1] + ".tmp.npz"), "wb").write(b"half")
+  mtime = os.path.getmtime(os.path.join(shard_dir, shards[0]))
+  again = evaluate.evaluate(c, wd)
+  assert os.path.getmtime(os.path.join(shard_dir, shards[0])) == mtime
+  for key in ("fid", "is_mean", "is_std", "kid_mean"):
+    assert again[key] == first[key], key
+
+
+@pytest.mark.parametrize("override,match", [
+    ({"eval.num_samples": 12}, "multiple of config.sampling.batch_size=36"),
+    ({"eval.ref_stats": "nowhere.npz"}, "does not exist"),
+])
+def test_eval_bad_input_is_one_line(tmp_path, tiny, inception_pth, override, match):
+  wd = tmp_path / "run"
+  args = [f"--config.{k}={v}" for k, v in dict(
+      {"eval.num_samples": 36, "eval.inception_weights": inception_pth,
+       "eval.ref_stats": str(tmp_path / "ref.npz")}, **override).items()]
+  np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"),
+                        "--config=" + os.path.join(ROOT, "configs", "ncsnv2_mnist.py"),
+                        "--mode=eval", f"--workdir={wd}", *args],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert out.returncode == 1 and match in out.stderr and "Traceback" not in out.stderr, \
+      out.stderr[-2000:]
+  assert not wd.exists()
+
+
+def test_reference_of_the_wrong_dimension_is_refused(tmp_path):
+  np.savez(tmp_path / "r.npz", mu=np.zeros(64), sigma=np.eye(64))
+  with pytest.raises(ValueError, match="2048 dimensions"):
+    evaluate.load_reference(str(tmp_path / "r.npz"), 2048)
