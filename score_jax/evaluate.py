@@ -82,14 +82,12 @@ def check_eval_config(config) -> int:
   return e.num_samples // s.batch_size
 
 
-def _broadcast_missing(missing):
+def _broadcast_missing(missing, n_shards: int):
   """Every host runs the same shards: process 0's view of the disk decides."""
   if jax.process_count() == 1:
     return missing
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  mask = np.zeros(max(missing + [0]) + 1 if missing else 1, np.int32)
-  size = multihost_utils.broadcast_one_to_all(np.int32(len(mask)))
-  mask = np.zeros(int(size), np.int32)
+  mask = np.zeros(n_shards, np.int32)
   mask[missing] = 1
   mask = multihost_utils.broadcast_one_to_all(mask)
   return [int(i) for i in np.nonzero(mask)[0]]
@@ -136,7 +134,8 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
   if is_main:
     os.makedirs(shard_dir, exist_ok=True)
   path_of = lambda i: os.path.join(shard_dir, f"shard_{i:05d}.npz")
-  missing = _broadcast_missing([i for i in range(n_shards) if not os.path.exists(path_of(i))])
+  missing = _broadcast_missing([i for i in range(n_shards) if not os.path.exists(path_of(i))],
+                               n_shards)
   if is_main and len(missing) < n_shards:
     print(f"Resuming eval at step {step}: {n_shards - len(missing)} of {n_shards} shards done.")
   for i in missing:
