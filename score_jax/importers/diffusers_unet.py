@@ -180,8 +180,9 @@ def load_diffusers_unet(path: str):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   cfg = read_unet_config(path)
   model = DDPMUNet(**unet_kwargs(cfg))
-  size = cfg["sample_size"] or 2 ** (len(cfg["block_out_channels"]) + 1)
-  size = size[0] if isinstance(size, (list, tuple)) else size
+  # Parameter shapes do not depend on the image size: trace the smallest size every level
+  # can halve, whatever sample_size says (it may be non-square or absent).
+  size = 2 ** len(cfg["block_out_channels"])
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, size, size, cfg["in_channels"])),
       jnp.zeros((1,), jnp.int32)))["params"]
