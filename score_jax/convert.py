@@ -164,28 +164,50 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
   Returns:
     the step the checkpoint is saved at (the official step when the file records it).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from score_jax import checkpoints, optim, sharding, train  # pylint: disable=g-import-not-at-top
+  from score_jax import train  # pylint: disable=g-import-not-at-top
 
   train.validate_config(config)
   # Read first: a file that is not a checkpoint leaves the workdir as it was.
   model_state, ema_state, step = read_official_checkpoint(path)
-  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
-  if ckpt.latest_step() is not None:
+
+  def to_params(target):
+    raw = state_dict_to_params(model_state, target)
+    ema = None if ema_state is None else state_dict_to_params(
+        _ncsnv2_ema_to_state_dict(ema_state), target)
+    return raw, ema
+
+  return write_converted(config, workdir, to_params, step)
+
+
+def write_converted(config, workdir: str, to_params, step: int = 0) -> int:
+  """Save converted weights as the TrainState of step `step` in a workdir without
+  checkpoints; the one writer of every importer.
+
+  `to_params(target)` maps the weights onto `target` (the fresh state's params, which give
+  the shapes) and returns (params, ema or None); the EMA (the params when None) goes into
+  the optimizer's parameter EMA when the config keeps one, so `--mode=sample` uses it.
+  Adam's moments start fresh. Nothing is created in the workdir before the weights have
+  mapped without error.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax import checkpoints, optim, sharding, state as state_lib  # pylint: disable=g-import-not-at-top
+
+  existing = checkpoints.Checkpointer(workdir, config, create=False).latest_step()
+  if existing is not None:
     raise FileExistsError(
-        f"{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); "
-        "convert into an empty --workdir so that nothing is overwritten.")
-  _, _, state = train.build(config, sharding.data_mesh())
+        f"{os.path.join(os.path.abspath(workdir), 'checkpoints')} already holds checkpoints "
+        f"(newest step {existing}); convert into an empty --workdir so that nothing is "
+        "overwritten.")
+  _, _, state = state_lib.build(config, sharding.data_mesh())
   # The fresh state's params are the shape target: no second trace of the model.
-  raw = state_dict_to_params(model_state, state.params)
+  params, ema = to_params(state.params)
   put = lambda tree: jax.device_put(tree, state.step.sharding)
   opt_state = state.opt_state
   if optim.ema_of(opt_state) is not None:
-    ema = raw if ema_state is None else state_dict_to_params(
-        _ncsnv2_ema_to_state_dict(ema_state), state.params)
-    opt_state = optim.with_ema(opt_state, put(ema))
-  state = state.replace(step=put(np.asarray(step, np.int32)), params=put(raw),
+    opt_state = optim.with_ema(opt_state, put(params if ema is None else ema))
+  state = state.replace(step=put(np.asarray(step, np.int32)), params=put(params),
                         opt_state=opt_state)
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
   ckpt.save(step, state)
   ckpt.wait()
   return step

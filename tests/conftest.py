@@ -39,3 +39,12 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+def run_main(*args, expect_rc=0, timeout=900):
+  """main.py in a subprocess from the repository root; asserts its exit status."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                       capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+  assert out.returncode == expect_rc, out.stderr[-3000:]
+  return out

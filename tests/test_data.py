@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, run_main, tiny_config
 from score_jax import data, images
-from score_jax.data import pipeline, sources, transforms
+from score_jax.data import sources, transforms
 
 
 def png_bytes(arr, fmt="PNG"):
@@ -171,11 +171,7 @@ def test_tfds_data_source_through_mock_data():
       data.make_train_dataset(c)
 
 
-def _main(*args, expect_rc=0):
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                       capture_output=True, text=True, cwd=ROOT, timeout=900)
-  assert out.returncode == expect_rc, out.stderr[-3000:]
-  return out
+_main = run_main
 
 
 def test_bad_data_settings_fail_in_one_line_before_writing(tmp_path):

@@ -4,7 +4,6 @@ implementations (tests/fixtures/fid, README in the shared fixtures)."""
 import os
 import sys
 
-import jax
 import numpy as np
 import pytest
 

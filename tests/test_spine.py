@@ -3,9 +3,6 @@ own sampler against the official one (replayed), and main.py's summary / convert
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from conftest import FIXTURES, ROOT, tiny_config
+from conftest import FIXTURES, ROOT, run_main, tiny_config
 from score_jax import generate, precond, samplers, schedules, sharding, train
 
 MU, S = 0.3, 0.4  # data N(MU, S^2) per pixel, in the [-1, 1] space
@@ -156,11 +153,7 @@ def test_sampler_setting_errors_are_clear():
     train.validate_config(c)
 
 
-def _main(*args, expect_rc=0):
-  out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
-  assert out.returncode == expect_rc, out.stderr[-3000:]
-  return out
+_main = run_main
 
 
 FIXTURE_UNET = ["--config.model.ch=16", "--config.model.ch_mult=(1,2,2,2)",

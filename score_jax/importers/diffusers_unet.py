@@ -215,8 +215,7 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
   compared) and its scheduler the config's `diffusion`; the weights become both the params
   and the EMA, so `--mode=sample` uses them. Returns the step written (0).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from score_jax import checkpoints, models, optim, sharding, state as state_lib  # pylint: disable=g-import-not-at-top
+  from score_jax import convert, models, state as state_lib  # pylint: disable=g-import-not-at-top
 
   state_lib.validate_config(config)
   theirs = DDPMUNet(**unet_kwargs(read_unet_config(path)))
@@ -236,17 +235,5 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
           "a config of that model (the model section sets it).")
   _check_schedule(path, config)
   tensors = read_weights(path)
-  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    raise FileExistsError(
-        f"{ckpt.directory} already holds checkpoints (newest step {ckpt.latest_step()}); "
-        "convert into an empty --workdir so that nothing is overwritten.")
-  _, _, state = state_lib.build(config, sharding.data_mesh())
-  params = state_dict_to_params(tensors, state.params)
-  put = lambda tree: jax.device_put(tree, state.step.sharding)
-  opt_state = state.opt_state
-  if optim.ema_of(opt_state) is not None:
-    opt_state = optim.with_ema(opt_state, put(params))
-  ckpt.save(0, state.replace(params=put(params), opt_state=opt_state))
-  ckpt.wait()
-  return 0
+  return convert.write_converted(config, workdir,
+                                 lambda target: (state_dict_to_params(tensors, target), None))
