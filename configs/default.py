@@ -57,6 +57,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.kid_subsets = 100           # KID, when ref_stats holds features
   e.kid_subset_size = 1000
   e.save_samples = False        # keep the uint8 samples in each shard's npz
+  e.checkpoints = "last"        # 'last', 'all' (every kept checkpoint) or '1000,2000'
+  e.repeats = 1                 # seeds seed, seed + 1, ...: FID mean, min and max
   e.ref_features = False        # eval_ref: also store the features (for KID)
   e.ref_max_images = 0          # eval_ref: 0 = the whole split
   e.ref_out = ""                # eval_ref: where to write (default workdir/ref_stats.npz)

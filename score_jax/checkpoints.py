@@ -56,6 +56,20 @@ class Checkpointer:
           f"{self.directory} holds a checkpoint (step {step}) of another model ({lines}). "
           "Use another --workdir, or the config that made it.")
 
+  def all_steps(self):
+    """The steps of the kept checkpoints, ascending."""
+    return sorted(self._manager.all_steps())
+
+  def restore(self, step: int, state):
+    """The checkpoint at `step` restored into the structure and shardings of `state`."""
+    if step not in self._manager.all_steps():
+      raise FileNotFoundError(f"no checkpoint at step {step} in {self.directory}; kept: "
+                              f"{self.all_steps()}.")
+    self.check_signature(step)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    return self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
+
   def restore_latest(self, state, data_iterator=None):
     """The newest checkpoint restored into the structure and shardings of `state`,
     or `state` itself when there is none. With `data_iterator` (a grain iterator), its

@@ -99,37 +99,80 @@ def _atomic_savez(path: str, **arrays):
   os.replace(tmp, path)
 
 
+def checkpoint_steps(spec: str, kept) -> list:
+  """`eval.checkpoints`: 'last', 'all' (every kept checkpoint) or a comma list of steps."""
+  kept = list(kept)
+  if spec == "last":
+    return kept[-1:]
+  if spec == "all":
+    return kept
+  try:
+    steps = [int(v) for v in spec.split(",") if v.strip()]
+  except ValueError as e:
+    raise ValueError(f"config.eval.checkpoints={spec!r}; expected 'last', 'all' or a comma "
+                     "list of steps.") from e
+  missing = [v for v in steps if v not in kept]
+  if not steps or missing:
+    raise ValueError(f"config.eval.checkpoints={spec!r}: no checkpoint at step(s) "
+                     f"{missing or spec!r}; kept: {kept}.")
+  return steps
+
+
 def evaluate(config, workdir: str, features_fn=None) -> dict:
-  """Score the newest checkpoint of `workdir` (EMA weights); returns and writes the result.
+  """Score checkpoints of `workdir` (EMA weights): `eval.checkpoints` ('last' by default),
+  each `eval.repeats` times with seeds eval.seed, eval.seed + 1, ...
+
+  Writes eval/<step>.json per checkpoint (the numbers of every repeat, and FID's mean, min
+  and max over repeats) and, for several checkpoints, eval/sweep.json and eval/sweep.png
+  (FID against step, the best marked). Returns the result of the last checkpoint scored,
+  with 'sweep' ({step: FID}) when there were several.
 
   `features_fn` (uint8 images -> (pool3, logits)) replaces pytorch-fid's Inception from
   `eval.inception_weights` (tests, other feature networks).
   """
   state_lib.validate_config(config)
-  n_shards = check_eval_config(config)
+  check_eval_config(config)
   e = config.eval
-  if features_fn is None:
-    features_fn = inception.load_pytorch_fid(e.inception_weights)
+  if e.repeats < 1:
+    raise ValueError(f"config.eval.repeats={e.repeats} must be at least 1.")
   ref = load_reference(e.ref_stats, getattr(features_fn, "dim", inception.POOL3_DIM))
-  mesh = sharding.data_mesh()
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints,
                                   create=False)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first (--mode=train) "
                             "or convert an official one.")
-  model, _, state = state_lib.build(config, mesh)
-  state = ckpt.restore_latest(state)
-  step = int(state.step)
-  params = state.ema_params
-  if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
-    raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing to "
-                     "score it.")
+  steps = checkpoint_steps(e.checkpoints, ckpt.all_steps())
+  if features_fn is None:
+    features_fn = inception.load_pytorch_fid(e.inception_weights)
+  mesh = sharding.data_mesh()
+  model, _, fresh = state_lib.build(config, mesh)
   method = methods.get_method(config, model)
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   sample_fn = generate.jit_sample_fn(
       generate.make_sample_fn(config, model, batch_sharding=batch_sharding, method=method), mesh)
-  base = jax.random.fold_in(jax.random.PRNGKey(e.seed), step)
-  shard_dir = os.path.join(workdir, EVAL_DIR, str(step))
+  sweep, result = {}, None
+  for step in steps:
+    params = ckpt.restore(step, fresh).ema_params
+    if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
+      raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing "
+                       "to score it.")
+    runs = [_score_run(config, workdir, step, e.seed + r, params, sample_fn, features_fn, ref)
+            for r in range(e.repeats)]
+    result = _write_step_result(config, workdir, step, runs, params, method)
+    if result is not None:
+      sweep[step] = result["fid"]
+  if jax.process_index() == 0 and len(steps) > 1:
+    _write_sweep(workdir, sweep)
+    result["sweep"] = sweep
+  return result
+
+
+def _score_run(config, workdir, step, seed, params, sample_fn, features_fn, ref):
+  """One seed: the shards of eval/<step>/seed<seed>/ (resumed), then the numbers (process 0;
+  None elsewhere)."""
+  e, n_shards = config.eval, config.eval.num_samples // config.sampling.batch_size
+  base = jax.random.fold_in(jax.random.PRNGKey(seed), step)
+  shard_dir = os.path.join(workdir, EVAL_DIR, str(step), f"seed{seed}")
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(shard_dir, exist_ok=True)
@@ -137,45 +180,80 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
   missing = _broadcast_missing([i for i in range(n_shards) if not os.path.exists(path_of(i))],
                                n_shards)
   if is_main and len(missing) < n_shards:
-    print(f"Resuming eval at step {step}: {n_shards - len(missing)} of {n_shards} shards done.")
+    print(f"Resuming eval at step {step}, seed {seed}: {n_shards - len(missing)} of "
+          f"{n_shards} shards done.")
   for i in missing:
     x = sharding.to_host(sample_fn(params, jax.random.fold_in(base, i)))
     if is_main:
-      u8 = to_inception_input(x)
-      pool3, logits = (np.asarray(a) for a in features_fn(u8))
+      pool3, logits = (np.asarray(a) for a in features_fn(to_inception_input(x)))
       arrays = dict(pool3=pool3.astype(np.float32), logits=logits.astype(np.float32))
       if e.save_samples:
         arrays["samples"] = images.to_uint8(x)
       _atomic_savez(path_of(i), **arrays)
-  result = None
-  if is_main:
-    shards = [np.load(path_of(i)) for i in range(n_shards)]
-    pool3 = np.concatenate([s["pool3"] for s in shards])
-    logits = np.concatenate([s["logits"] for s in shards])
-    mu, sigma = metrics.feature_statistics(pool3)
-    result = dict(step=step, num_samples=int(len(pool3)),
-                  fid=metrics.frechet_distance(mu, sigma, ref["mu"], ref["sigma"]))
-    result["is_mean"], result["is_std"] = metrics.inception_score(logits, e.is_splits)
-    if "features" in ref:
-      m = min(e.kid_subset_size, len(pool3), len(ref["features"]))
-      result["kid_mean"], result["kid_std"] = metrics.kernel_inception_distance(
-          pool3, ref["features"], e.kid_subsets, m)
-    result.update(
-        seed=e.seed, sample_keys="fold_in(fold_in(PRNGKey(eval.seed), step), shard)",
-        is_splits=e.is_splits, sampler=generate.sampler_name(config, method),
-        sampling=config.sampling.to_dict(), weights_sha256=sha256_of_params(params),
-        inception_sha256=(sha256_of_file(e.inception_weights) if e.inception_weights
-                          else None),
-        ref_stats=os.path.abspath(e.ref_stats), ref_sha256=sha256_of_file(e.ref_stats))
-    out = os.path.join(workdir, EVAL_DIR, f"{step}.json")
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(result, f, indent=1, default=float)
-    os.replace(tmp, out)
-    print(f"step {step}: FID {result['fid']:.4f}, IS {result['is_mean']:.4f} "
-          f"+- {result['is_std']:.4f}" + (f", KID {result['kid_mean']:.6f}" if "kid_mean"
-                                          in result else "") + f" ({len(pool3)} samples) -> {out}")
+  if not is_main:
+    return None
+  shards = [np.load(path_of(i)) for i in range(n_shards)]
+  pool3 = np.concatenate([s["pool3"] for s in shards])
+  logits = np.concatenate([s["logits"] for s in shards])
+  mu, sigma = metrics.feature_statistics(pool3)
+  run = dict(seed=seed, fid=metrics.frechet_distance(mu, sigma, ref["mu"], ref["sigma"]))
+  run["is_mean"], run["is_std"] = metrics.inception_score(logits, e.is_splits)
+  if "features" in ref:
+    m = min(e.kid_subset_size, len(pool3), len(ref["features"]))
+    run["kid_mean"], run["kid_std"] = metrics.kernel_inception_distance(
+        pool3, ref["features"], e.kid_subsets, m)
+  return run
+
+
+def _write_step_result(config, workdir, step, runs, params, method):
+  if jax.process_index() != 0:
+    return None
+  e = config.eval
+  fids = [r["fid"] for r in runs]
+  result = dict(runs[0]) if len(runs) == 1 else {
+      k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k != "seed"}
+  result.update(
+      step=step, num_samples=e.num_samples, repeats=runs, fid_min=min(fids),
+      fid_max=max(fids), sample_keys="fold_in(fold_in(PRNGKey(seed), step), shard)",
+      is_splits=e.is_splits, sampler=generate.sampler_name(config, method),
+      sampling=config.sampling.to_dict(), weights_sha256=sha256_of_params(params),
+      inception_sha256=(sha256_of_file(e.inception_weights) if e.inception_weights
+                        else None),
+      ref_stats=os.path.abspath(e.ref_stats), ref_sha256=sha256_of_file(e.ref_stats))
+  out = os.path.join(workdir, EVAL_DIR, f"{step}.json")
+  tmp = out + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=1, default=float)
+  os.replace(tmp, out)
+  spread = f" (min {min(fids):.4f}, max {max(fids):.4f} over {len(runs)} seeds)" if len(
+      runs) > 1 else ""
+  print(f"step {step}: FID {result['fid']:.4f}{spread}, IS {result['is_mean']:.4f} "
+        f"+- {result['is_std']:.4f}" + (f", KID {result['kid_mean']:.6f}" if "kid_mean"
+                                        in result else "") + f" ({e.num_samples} samples) -> {out}")
   return result
+
+
+def _write_sweep(workdir, sweep: dict):
+  """eval/sweep.json and eval/sweep.png: FID against step, the best marked (as NCSNv2 chose
+  its checkpoints)."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  best = min(sweep, key=sweep.get)
+  out = os.path.join(workdir, EVAL_DIR, "sweep.json")
+  with open(out + ".tmp", "w") as f:
+    json.dump({"fid": {str(k): v for k, v in sweep.items()}, "best_step": best,
+               "best_fid": sweep[best]}, f, indent=1)
+  os.replace(out + ".tmp", out)
+  fig = Figure(figsize=(5, 3.2))  # the Figure API draws without a display or pyplot
+  ax = fig.subplots()
+  ax.plot(list(sweep), list(sweep.values()), "o-")
+  ax.plot([best], [sweep[best]], "r*", markersize=12, label=f"best: step {best}")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("FID")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, EVAL_DIR, "sweep.png"), dpi=100)
+  print("step      FID\n" + "\n".join(f"{k:<9} {v:.4f}" + ("  <- best" if k == best else "")
+                                     for k, v in sweep.items()))
 
 
 def reference_statistics(config, out_path: str, features_fn=None,

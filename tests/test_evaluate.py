@@ -48,13 +48,14 @@ def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_p
   first = evaluate.evaluate(c, wd)
   assert first["num_samples"] == 16 and np.isfinite(first["fid"]) and first["fid"] > 0
   assert np.isfinite(first["is_mean"]) and np.isfinite(first["kid_mean"])
-  shard_dir = os.path.join(wd, "eval", "2")
+  shard_dir = os.path.join(wd, "eval", "2", "seed0")
   shards = sorted(os.listdir(shard_dir))
   assert shards == ["shard_00000.npz", "shard_00001.npz"]
   saved = json.load(open(os.path.join(wd, "eval", "2.json")))
   assert saved["fid"] == first["fid"] and len(saved["weights_sha256"]) == 64
   assert saved["ref_sha256"] == evaluate.sha256_of_file(ref)
   assert saved["sampling"]["batch_size"] == 8 and saved["seed"] == 0
+  assert saved["fid_min"] == saved["fid_max"] == saved["fid"]
 
   # A job killed after its first shard (and during the write of the second: a temporary
   # file) and run again computes only what is missing and gives the same numbers.
@@ -90,3 +91,25 @@ def test_reference_of_the_wrong_dimension_is_refused(tmp_path):
   np.savez(tmp_path / "r.npz", mu=np.zeros(64), sigma=np.eye(64))
   with pytest.raises(ValueError, match="2048 dimensions"):
     evaluate.load_reference(str(tmp_path / "r.npz"), 2048)
+
+
+def test_sweep_over_checkpoints_and_repeats(tmp_path, tiny, inception_pth):
+  wd = str(tmp_path / "run")
+  ref = str(tmp_path / "ref.npz")
+  c = eval_config(tiny, inception_pth, ref, **{
+      "training.n_iters": 4, "training.snapshot_freq": 2, "training.snapshot_sampling": False,
+      "eval.num_samples": 8, "eval.checkpoints": "all", "eval.repeats": 2,
+      "eval.kid_subset_size": 4})
+  train.train_and_evaluate(c, wd)
+  evaluate.reference_statistics(c, ref)
+  result = evaluate.evaluate(c, wd)
+  assert sorted(result["sweep"]) == [2, 4]
+  best = json.load(open(os.path.join(wd, "eval", "sweep.json")))
+  assert best["best_fid"] == min(result["sweep"].values())
+  assert os.path.getsize(os.path.join(wd, "eval", "sweep.png")) > 1000
+  step4 = json.load(open(os.path.join(wd, "eval", "4.json")))
+  fids = [r["fid"] for r in step4["repeats"]]
+  assert [r["seed"] for r in step4["repeats"]] == [0, 1] and fids[0] != fids[1]
+  assert step4["fid"] == pytest.approx(np.mean(fids)) and step4["fid_min"] == min(fids)
+  with pytest.raises(ValueError, match="no checkpoint at step"):
+    evaluate.checkpoint_steps("3", [2, 4])

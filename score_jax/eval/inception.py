@@ -217,6 +217,14 @@ def params_from_state_dict(state_dict) -> dict:
   return traverse_util.unflatten_dict(out)
 
 
+@jax.jit
+def _apply_highest(params, images):
+  """The weights are an argument, not a closure constant: one compile per image shape for
+  every loaded file, and no 96 MB of constants folded into the program."""
+  with jax.default_matmul_precision("highest"):
+    return FIDInception().apply({"params": params}, images)
+
+
 def load_pytorch_fid(path: str) -> Callable:
   """images uint8 [N, H, W, 3] -> (pool3 [N, 2048], logits [N, 1008]) with pytorch-fid's
   weights file at `path`, read without torch (legacy or zip serialisation). jit-compiled;
@@ -232,19 +240,13 @@ def load_pytorch_fid(path: str) -> Callable:
   if not isinstance(state, dict):
     raise InceptionWeightsError(f"{path} holds a {type(state).__name__}; expected a state dict.")
   params = jax.tree.map(jnp.asarray, params_from_state_dict(state))
-  model = FIDInception()
-
-  @jax.jit
-  def features(images):
-    with jax.default_matmul_precision("highest"):
-      return model.apply({"params": params}, images)
 
   def run(images_uint8_nhwc):
     images = np.asarray(images_uint8_nhwc)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be uint8 [N, H, W, 3]; got {images.dtype} {images.shape} "
                        "(repeat grayscale images to three channels).")
-    return features(images)
+    return _apply_highest(params, images)
 
   run.dim = POOL3_DIM
   return run
