@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="Score-based generative models (NCSN, NCSNv2, EDM, DDPM) in JAX/Flax.",
     packages=find_packages(include=["score_jax", "score_jax.*", "configs"]),
+    # The MNIST feature network's weights (experiments/train_mnist_features.py).
+    package_data={"score_jax.eval": ["mnist_features.npz"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.5",

@@ -62,6 +62,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.ref_features = False        # eval_ref: also store the features (for KID)
   e.ref_max_images = 0          # eval_ref: 0 = the whole split
   e.ref_out = ""                # eval_ref: where to write (default workdir/ref_stats.npz)
+  e.features = "inception"      # 'inception' (the papers' FID) or 'mnist' (28x28 CPU jobs)
+  e.mnist_weights = ""          # '' = the MNIST feature weights shipped with the package
+  e.after_training = False      # --mode=train ends with --mode=eval on the last checkpoint
 
   c.convert = v = ml_collections.ConfigDict()
   v.path = ""                 # --mode=convert: an NCSN/NCSNv2 .pth or a diffusers DDPM folder

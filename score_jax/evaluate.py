@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from score_jax import checkpoints, generate, images, methods, sharding
 from score_jax import state as state_lib
-from score_jax.eval import inception, metrics
+from score_jax.eval import inception, metrics, mnist_features
 
 EVAL_DIR = "eval"
 
@@ -69,6 +69,49 @@ def to_inception_input(x01) -> np.ndarray:
   return np.repeat(u8, 3, axis=-1) if u8.shape[-1] == 1 else u8
 
 
+FEATURES = ("inception", "mnist")
+
+
+def features_weights_path(config) -> str:
+  """The weights file of the config's feature network (for loading and provenance)."""
+  e = config.eval
+  if e.features == "mnist":
+    return e.mnist_weights or mnist_features.DEFAULT_WEIGHTS
+  return e.inception_weights
+
+
+def make_features_fn(config):
+  """uint8 [N, H, W, 3] -> (features, logits) of `eval.features`: 'inception' (pytorch-fid's
+  network from eval.inception_weights, the papers' FID) or 'mnist' (the shipped MNIST
+  classifier: a Frechet distance for CPU jobs, comparable only with itself)."""
+  e = config.eval
+  if e.features not in FEATURES:
+    raise ValueError(f"config.eval.features={e.features!r}; expected one of {FEATURES}.")
+  if e.features == "mnist":
+    if (config.data.image_size, config.data.channels) != (28, 1):
+      raise ValueError("config.eval.features='mnist' scores 28x28 grayscale images; the "
+                       f"data are {config.data.image_size}x{config.data.image_size} with "
+                       f"{config.data.channels} channel(s).")
+    return mnist_features.load_mnist_features(features_weights_path(config))
+  return inception.load_pytorch_fid(e.inception_weights)
+
+
+def ensure_reference(config, workdir: str, features_fn) -> str:
+  """`eval.ref_stats`, or, when it is empty and the features are the MNIST network's, the
+  statistics of the config's data computed once into workdir/eval/ref_mnist.npz (seconds on
+  a CPU; Inception references are too costly to make implicitly)."""
+  e = config.eval
+  if e.ref_stats or e.features != "mnist":
+    return e.ref_stats
+  path = os.path.join(workdir, EVAL_DIR, "ref_mnist.npz")
+  if not os.path.isfile(path) and jax.process_index() == 0:
+    reference_statistics(config, path, features_fn=features_fn, keep_features=True)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("score_jax eval reference")
+  return path
+
+
 def check_eval_config(config) -> int:
   """The number of shards; one-line errors for settings that cannot work."""
   e, s = config.eval, config.sampling
@@ -79,6 +122,8 @@ def check_eval_config(config) -> int:
                      "host(s)).")
   if not 1 <= e.is_splits <= e.num_samples:
     raise ValueError(f"config.eval.is_splits={e.is_splits} must lie in [1, num_samples].")
+  if e.features not in FEATURES:
+    raise ValueError(f"config.eval.features={e.features!r}; expected one of {FEATURES}.")
   return e.num_samples // s.batch_size
 
 
@@ -127,15 +172,16 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
   (FID against step, the best marked). Returns the result of the last checkpoint scored,
   with 'sweep' ({step: FID}) when there were several.
 
-  `features_fn` (uint8 images -> (pool3, logits)) replaces pytorch-fid's Inception from
-  `eval.inception_weights` (tests, other feature networks).
+  `features_fn` (uint8 images -> (pool3, logits)) replaces the network of `eval.features`
+  (tests, other feature networks).
   """
   state_lib.validate_config(config)
   check_eval_config(config)
   e = config.eval
   if e.repeats < 1:
     raise ValueError(f"config.eval.repeats={e.repeats} must be at least 1.")
-  ref = load_reference(e.ref_stats, getattr(features_fn, "dim", inception.POOL3_DIM))
+  if e.ref_stats:  # a wrong path fails before any weights are read
+    load_reference(e.ref_stats, getattr(features_fn, "dim", None) or _features_dim(e))
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints,
                                   create=False)
   if ckpt.latest_step() is None:
@@ -143,7 +189,9 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
                             "or convert an official one.")
   steps = checkpoint_steps(e.checkpoints, ckpt.all_steps())
   if features_fn is None:
-    features_fn = inception.load_pytorch_fid(e.inception_weights)
+    features_fn = make_features_fn(config)
+  ref_path = ensure_reference(config, workdir, features_fn)
+  ref = load_reference(ref_path, features_fn.dim)
   mesh = sharding.data_mesh()
   model, _, fresh = state_lib.build(config, mesh)
   method = methods.get_method(config, model)
@@ -158,7 +206,7 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
                        "to score it.")
     runs = [_score_run(config, workdir, step, e.seed + r, params, sample_fn, features_fn, ref)
             for r in range(e.repeats)]
-    result = _write_step_result(config, workdir, step, runs, params, method)
+    result = _write_step_result(config, workdir, step, runs, params, method, ref_path)
     if result is not None:
       sweep[step] = result["fid"]
   if jax.process_index() == 0 and len(steps) > 1:
@@ -205,7 +253,11 @@ def _score_run(config, workdir, step, seed, params, sample_fn, features_fn, ref)
   return run
 
 
-def _write_step_result(config, workdir, step, runs, params, method):
+def _features_dim(e) -> int:
+  return mnist_features.FEATURE_DIM if e.features == "mnist" else inception.POOL3_DIM
+
+
+def _write_step_result(config, workdir, step, runs, params, method, ref_path):
   if jax.process_index() != 0:
     return None
   e = config.eval
@@ -217,9 +269,10 @@ def _write_step_result(config, workdir, step, runs, params, method):
       fid_max=max(fids), sample_keys="fold_in(fold_in(PRNGKey(seed), step), shard)",
       is_splits=e.is_splits, sampler=generate.sampler_name(config, method),
       sampling=config.sampling.to_dict(), weights_sha256=sha256_of_params(params),
-      inception_sha256=(sha256_of_file(e.inception_weights) if e.inception_weights
-                        else None),
-      ref_stats=os.path.abspath(e.ref_stats), ref_sha256=sha256_of_file(e.ref_stats))
+      features=e.features, features_weights=features_weights_path(config),
+      features_sha256=(sha256_of_file(features_weights_path(config))
+                       if os.path.isfile(features_weights_path(config)) else None),
+      ref_stats=os.path.abspath(ref_path), ref_sha256=sha256_of_file(ref_path))
   out = os.path.join(workdir, EVAL_DIR, f"{step}.json")
   tmp = out + ".tmp"
   with open(tmp, "w") as f:
@@ -227,7 +280,8 @@ def _write_step_result(config, workdir, step, runs, params, method):
   os.replace(tmp, out)
   spread = f" (min {min(fids):.4f}, max {max(fids):.4f} over {len(runs)} seeds)" if len(
       runs) > 1 else ""
-  print(f"step {step}: FID {result['fid']:.4f}{spread}, IS {result['is_mean']:.4f} "
+  name = "FID" if e.features == "inception" else f"Frechet distance ({e.features} features)"
+  print(f"step {step}: {name} {result['fid']:.4f}{spread}, IS {result['is_mean']:.4f} "
         f"+- {result['is_std']:.4f}" + (f", KID {result['kid_mean']:.6f}" if "kid_mean"
                                         in result else "") + f" ({e.num_samples} samples) -> {out}")
   return result
@@ -265,14 +319,15 @@ def reference_statistics(config, out_path: str, features_fn=None,
   from score_jax import data  # pylint: disable=g-import-not-at-top
   e = config.eval
   if features_fn is None:
-    features_fn = inception.load_pytorch_fid(e.inception_weights)
+    features_fn = make_features_fn(config)
   keep = e.ref_features if keep_features is None else keep_features
   source = data.make_source(config, "train")
   n = len(source) if not e.ref_max_images else min(e.ref_max_images, len(source))
   total, outer, count, kept = None, None, 0, []
   batch = config.sampling.batch_size
   for start in range(0, n, batch):
-    x = data.load_images(config, "train", indices=range(start, min(n, start + batch)))
+    x = data.load_images(config, "train", indices=range(start, min(n, start + batch)),
+                         source=source)
     pool3 = np.asarray(features_fn(to_inception_input(x))[0], np.float64)
     total = pool3.sum(0) if total is None else total + pool3.sum(0)
     outer = pool3.T @ pool3 if outer is None else outer + pool3.T @ pool3

@@ -124,12 +124,14 @@ class _HostShare:
     return self._stream[b * self._g + self._i * self._p + j]
 
 
-def load_images(config, split: str = "train", indices=None) -> np.ndarray:
+def load_images(config, split: str = "train", indices=None, source=None) -> np.ndarray:
   """The images `indices` (default all) of a split, preprocessed, float32 [N, H, W, C] in
   [0, 1], unflipped and not dequantised: for analyses (calibration, figures) and inpainting,
-  which want a fixed set in memory, not a stream."""
+  which want a fixed set in memory, not a stream. `source`: the split's source when the
+  caller already made it (reading in batches)."""
   check_data_config(config)
-  source = sources.make_source(config, split)
+  if source is None:
+    source = sources.make_source(config, split)
   indices = range(len(source)) if indices is None else [int(i) for i in indices]
   d = config.data
   kind = "resize" if getattr(source, "preprocessed", False) else d.preprocess

