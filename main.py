@@ -11,8 +11,9 @@ Modes: train; sample (newest checkpoint, `--config.sampling.method` langevin | a
 edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth
 or a diffusers DDPM folder, `--config.convert.path`); summary (parameters and FLOPs per
 image, nothing written); data (the first batch as a grid, count, shape, images/s); eval
-(FID / IS / KID of the newest checkpoint's samples, resumable, `--config.eval.*`); eval_ref
-(Inception statistics of the config's data).
+(FID / IS / KID of the newest checkpoint's samples, resumable, `--config.eval.*`; with
+`--config.eval.metric=bpd` DDPM's bound in bits/dim on a dataset); eval_ref (reference
+statistics of the config's data).
 
 Multi-host: every host runs the same command; on TPU pods pass --distributed, elsewhere
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.

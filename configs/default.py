@@ -65,6 +65,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.features = "inception"      # 'inception' (the papers' FID) or 'mnist' (28x28 CPU jobs)
   e.mnist_weights = ""          # '' = the MNIST feature weights shipped with the package
   e.after_training = False      # --mode=train ends with --mode=eval on the last checkpoint
+  e.metric = "fid"              # 'fid' (FID/IS/KID of samples) or 'bpd' (DDPM's bound)
+  e.bpd_split = "test"          # bpd: the split scored (DDPM Table 2: CIFAR-10 test)
+  e.bpd_images = 0              # bpd: the first N images; 0 = the whole split
 
   c.convert = v = ml_collections.ConfigDict()
   v.path = ""                 # --mode=convert: an NCSN/NCSNv2 .pth or a diffusers DDPM folder

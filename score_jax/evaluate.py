@@ -175,6 +175,11 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
   `features_fn` (uint8 images -> (pool3, logits)) replaces the network of `eval.features`
   (tests, other feature networks).
   """
+  if config.eval.metric == "bpd":
+    return evaluate_bpd(config, workdir)
+  if config.eval.metric != "fid":
+    raise ValueError(f"config.eval.metric={config.eval.metric!r}; expected 'fid' (FID / IS / "
+                     "KID of samples) or 'bpd' (DDPM's bound on a dataset).")
   state_lib.validate_config(config)
   check_eval_config(config)
   e = config.eval
@@ -200,10 +205,7 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
       generate.make_sample_fn(config, model, batch_sharding=batch_sharding, method=method), mesh)
   sweep, result = {}, None
   for step in steps:
-    params = ckpt.restore(step, fresh).ema_params
-    if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
-      raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing "
-                       "to score it.")
+    params = _restore_finite(ckpt, step, fresh)
     runs = [_score_run(config, workdir, step, e.seed + r, params, sample_fn, features_fn, ref)
             for r in range(e.repeats)]
     result = _write_step_result(config, workdir, step, runs, params, method, ref_path)
@@ -251,6 +253,99 @@ def _score_run(config, workdir, step, seed, params, sample_fn, features_fn, ref)
     run["kid_mean"], run["kid_std"] = metrics.kernel_inception_distance(
         pool3, ref["features"], e.kid_subsets, m)
   return run
+
+
+def _restore_finite(ckpt, step, fresh):
+  params = ckpt.restore(step, fresh).ema_params
+  if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
+    raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing "
+                     "to score it.")
+  return params
+
+
+def evaluate_bpd(config, workdir: str) -> dict:
+  """`--config.eval.metric=bpd`: DDPM's variational bound (score_jax.likelihood) on the
+  images of split `eval.bpd_split` (the first `eval.bpd_images`, 0 = all), for the newest
+  checkpoint's EMA weights, with `sampling.variance` and `clip_denoised`.
+
+  Batches of `sampling.batch_size` images are split over every device of every host (each
+  host reads its own rows); each batch's per-image numbers go to eval/<step>/bpd/ as
+  resumable shards; image i's noise depends on (eval.seed, i) only. Writes
+  eval/<step>_bpd.json: the mean bits/dim, its standard error, and the three parts.
+  """
+  from score_jax import data, likelihood  # pylint: disable=g-import-not-at-top
+  state_lib.validate_config(config)
+  e, s = config.eval, config.sampling
+  if config.model.name != "ddpm":
+    raise ValueError(f"config.eval.metric='bpd' is DDPM's bound and needs an eps network "
+                     f"(model.name 'ddpm'); this config's model is {config.model.name!r}.")
+  n_dev, n_proc = jax.device_count(), jax.process_count()
+  if s.batch_size <= 0 or s.batch_size % n_dev:
+    raise ValueError(f"config.sampling.batch_size={s.batch_size} must be a positive multiple "
+                     f"of the {n_dev} device(s).")
+  source = data.make_source(config, e.bpd_split)
+  n = len(source) if not e.bpd_images else e.bpd_images
+  if not 1 <= n <= len(source):
+    raise ValueError(f"config.eval.bpd_images={e.bpd_images}; split {e.bpd_split!r} has "
+                     f"{len(source)} images.")
+  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints,
+                                  create=False)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first (--mode=train) "
+                            "or convert an official one.")
+  mesh = sharding.data_mesh()
+  model, _, fresh = state_lib.build(config, mesh)
+  method = methods.get_method(config, model)
+  params = _restore_finite(ckpt, step, fresh)
+  key = jax.random.PRNGKey(e.seed)
+
+  def bound(params, x01, ids):
+    return likelihood.ddpm_bpd(method.eps_fn(params), 2.0 * x01 - 1.0, key, method.betas,
+                               s.variance, s.clip_denoised, sample_ids=ids)
+
+  rows = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  jitted = jax.jit(bound, in_shardings=(NamedSharding(mesh, P()), rows, rows),
+                   out_shardings=rows)
+  batch, n_shards = s.batch_size, -(-n // s.batch_size)
+  shard_dir = os.path.join(workdir, EVAL_DIR, str(step), "bpd")
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(shard_dir, exist_ok=True)
+  path_of = lambda i: os.path.join(shard_dir, f"shard_{i:05d}.npz")
+  missing = _broadcast_missing([i for i in range(n_shards) if not os.path.exists(path_of(i))],
+                               n_shards)
+  per_host = batch // n_proc
+  for i in missing:
+    # The last batch is filled up with image 0 again; those rows are dropped.
+    ids = np.arange(i * batch, (i + 1) * batch)
+    ids = np.where(ids < n, ids, 0)
+    mine = ids[jax.process_index() * per_host:(jax.process_index() + 1) * per_host]
+    x = data.load_images(config, e.bpd_split, indices=mine, source=source)
+    out = jitted(params, sharding.global_batch(x, rows, batch),
+                 sharding.global_batch(mine.astype(np.int32), rows, batch))
+    out = {k: sharding.to_host(v)[:min(batch, n - i * batch)] for k, v in out.items()}
+    if is_main:
+      _atomic_savez(path_of(i), **out)
+  if not is_main:
+    return None
+  parts = {k: np.concatenate([np.load(path_of(i))[k] for i in range(n_shards)]).astype(
+      np.float64) for k in ("total", "prior", "decoder", "kl")}
+  result = dict(step=step, bpd=float(parts["total"].mean()),
+                bpd_stderr=float(parts["total"].std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+                prior=float(parts["prior"].mean()), decoder=float(parts["decoder"].mean()),
+                kl=float(parts["kl"].mean()), num_images=n, split=e.bpd_split,
+                source=repr(source), seed=e.seed, variance=s.variance,
+                clip_denoised=s.clip_denoised, num_timesteps=len(method.betas),
+                weights_sha256=sha256_of_params(params))
+  out_path = os.path.join(workdir, EVAL_DIR, f"{step}_bpd.json")
+  with open(out_path + ".tmp", "w") as f:
+    json.dump(result, f, indent=1)
+  os.replace(out_path + ".tmp", out_path)
+  print(f"step {step}: {result['bpd']:.4f} bits/dim (L_T {result['prior']:.4f}, "
+        f"L_1..L_T-1 {result['kl']:.4f}, L_0 {result['decoder']:.4f}) on {n} images of "
+        f"{e.bpd_split!r} -> {out_path}")
+  return result
 
 
 def _features_dim(e) -> int:
