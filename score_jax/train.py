@@ -50,7 +50,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   Writes checkpoints/ (orbax, the last `training.keep_checkpoints`), samples/*.png at each
   snapshot when `training.snapshot_sampling`, metrics.jsonl, and TensorBoard events when
   TensorFlow is installed; with `eval.after_training`, ends with the eval job on the last
-  checkpoint (eval/<step>.json).
+  checkpoint in those features (eval/<step>.json).
   """
   validate_config(config)
   # Data first: a bad dataset setting fails before anything is created in workdir.
@@ -108,9 +108,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     print(f"Skipped {bad.count} bad image(s) (config.data.skip_bad); the first: {bad.first}")
   if config.eval.after_training:
     from score_jax import evaluate  # pylint: disable=g-import-not-at-top
-    with config.unlocked():  # the checkpoint just written, whatever eval.checkpoints says
-      config.eval.checkpoints = "last"
-    evaluate.evaluate(config, workdir)
+    evaluate.evaluate(evaluate.after_training_config(config), workdir)
   return state
 
 

@@ -30,7 +30,7 @@ def tiny_config(**overrides):
   c.sampling.n_steps_each = 2
   c.optim.schedule = "constant"  # the MNIST cosine's warm-up is longer than these runs
   c.optim.warmup = 0
-  c.eval.after_training = False  # the tests that want the closing eval ask for it
+  c.eval.after_training = ""  # the tests that want the closing eval ask for it
   c.eval.num_samples = 16
   c.eval.kid_subset_size = 16
   for key, value in overrides.items():

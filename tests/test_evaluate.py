@@ -27,8 +27,7 @@ def inception_pth(tmp_path_factory):
 
 
 def eval_config(tiny, inception_pth, ref, **overrides):
-  c = tiny(**{"eval.features": "inception", "eval.num_samples": 16,
-              "eval.inception_weights": inception_pth,
+  c = tiny(**{"eval.num_samples": 16, "eval.inception_weights": inception_pth,
               "eval.ref_stats": ref, "eval.is_splits": 2, "eval.kid_subsets": 3,
               "eval.kid_subset_size": 8, "eval.ref_max_images": 24,
               "eval.ref_features": True, **overrides})

@@ -62,7 +62,7 @@ def test_weights_of_another_layout_are_refused(tmp_path):
 
 def test_training_ends_with_a_frechet_distance(tmp_path, tiny):
   wd = str(tmp_path / "run")
-  c = tiny(**{"eval.after_training": True, "eval.num_samples": 16, "eval.is_splits": 2,
+  c = tiny(**{"eval.after_training": "mnist", "eval.num_samples": 16, "eval.is_splits": 2,
               "training.snapshot_sampling": False})
   train.train_and_evaluate(c, wd)
   result = json.load(open(os.path.join(wd, "eval", "4.json")))
@@ -74,6 +74,6 @@ def test_training_ends_with_a_frechet_distance(tmp_path, tiny):
 
 
 def test_mnist_features_refuse_other_image_sizes(tiny):
-  c = tiny(**{"data.image_size": 32})
+  c = tiny(**{"data.image_size": 32, "eval.features": "mnist"})
   with pytest.raises(ValueError, match="28x28 grayscale"):
     evaluate.make_features_fn(c)

@@ -235,7 +235,8 @@ def load_pytorch_fid(path: str) -> Callable:
     raise FileNotFoundError(
         f"FID Inception weights {path!r} not found (config.eval.inception_weights). Download "
         f"{WEIGHTS_URL} (96 MB, pytorch-fid's) on a machine with internet and put it there; "
-        "nothing is downloaded at run time.")
+        "nothing is downloaded at run time. For 28x28 digits, --config.eval.features=mnist "
+        "needs no download.")
   state = torch_pickle.load(path)
   if not isinstance(state, dict):
     raise InceptionWeightsError(f"{path} holds a {type(state).__name__}; expected a state dict.")
