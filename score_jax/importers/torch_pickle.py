@@ -119,8 +119,14 @@ def _load_zip(path: str) -> Any:
 
 
 def _load_legacy(path: str) -> Any:
-  """Legacy files pickle the object before the bytes of its storages: tensors are rebuilt
-  once the storages have been read."""
+  with open(path, "rb") as f:
+    return load_legacy_stream(f, path)
+
+
+def load_legacy_stream(f, name: str) -> Any:
+  """The legacy format from an open binary stream (`name` for messages). Legacy files
+  pickle the object before the bytes of its storages: tensors are rebuilt once the storages
+  have been read; a storage pickled on its own comes back as a flat array."""
 
   def lazy_tensor(storage, *args):
     return _LazyTensor(storage, args)
@@ -128,34 +134,33 @@ def _load_legacy(path: str) -> Any:
   allowed = dict(_ALLOWED)
   allowed[("torch._utils", "_rebuild_tensor_v2")] = lazy_tensor
   allowed[("torch._utils", "_rebuild_tensor")] = lazy_tensor
-  with open(path, "rb") as f:
-    plain = lambda: _Unpickler(f, _no_storage, {}).load()  # numbers and strings only
-    magic = plain()
-    if magic != _LEGACY_MAGIC:
-      raise ValueError(f"{path} is neither a torch zip file nor a legacy torch file.")
-    protocol = plain()
-    if protocol != _LEGACY_PROTOCOL:
-      raise ValueError(f"{path}: legacy torch protocol {protocol}; expected 1001.")
-    plain()  # sys_info: a dict of numbers and strings
-    pending = {}
+  plain = lambda: _Unpickler(f, _no_storage, {}).load()  # numbers and strings only
+  magic = plain()
+  if magic != _LEGACY_MAGIC:
+    raise ValueError(f"{name} is neither a torch zip file nor a legacy torch file.")
+  protocol = plain()
+  if protocol != _LEGACY_PROTOCOL:
+    raise ValueError(f"{name}: legacy torch protocol {protocol}; expected 1001.")
+  plain()  # sys_info: a dict of numbers and strings
+  pending = {}
 
-    def load_storage(pid):
-      # ('storage', storage_type, root_key, location, numel, view_metadata)
-      _, storage_type, key, _location, numel = pid[:5]
-      if len(pid) > 5 and pid[5] is not None:
-        raise UnsafePickleError("storage views of the oldest torch files are not supported.")
-      entry = pending.setdefault(key, {"dtype": _storage_dtype(storage_type), "data": None})
-      return _LazyStorage(entry, numel)
+  def load_storage(pid):
+    # ('storage', storage_type, root_key, location, numel, view_metadata)
+    _, storage_type, key, _location, numel = pid[:5]
+    if len(pid) > 5 and pid[5] is not None:
+      raise UnsafePickleError("storage views of the oldest torch files are not supported.")
+    entry = pending.setdefault(key, {"dtype": _storage_dtype(storage_type), "data": None})
+    return _LazyStorage(entry, numel)
 
-    obj = _Unpickler(f, load_storage, allowed).load()
-    keys = plain()
-    for key in keys:
-      (numel,) = struct.unpack("<q", f.read(8))
-      dtype = pending[key]["dtype"]
-      raw = f.read(numel * dtype.itemsize)
-      if len(raw) != numel * dtype.itemsize:
-        raise EOFError(f"storage {key} is cut short")
-      pending[key]["data"] = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
+  obj = _Unpickler(f, load_storage, allowed).load()
+  keys = plain()
+  for key in keys:
+    (numel,) = struct.unpack("<q", f.read(8))
+    dtype = pending[key]["dtype"]
+    raw = f.read(numel * dtype.itemsize)
+    if len(raw) != numel * dtype.itemsize:
+      raise EOFError(f"storage {key} is cut short")
+    pending[key]["data"] = np.frombuffer(raw, dtype=dtype.newbyteorder("<"))
   return _resolve(obj)
 
 
@@ -172,6 +177,8 @@ class _LazyTensor:
 
 
 def _resolve(obj):
+  if isinstance(obj, _LazyStorage):
+    return obj.entry["data"][:obj.numel]
   if isinstance(obj, _LazyTensor):
     if not isinstance(obj.storage, _LazyStorage):
       raise UnsafePickleError("a tensor without a storage of this file.")
