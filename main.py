@@ -8,8 +8,8 @@
   python main.py --config=configs/ddpm_cifar10.py --mode=summary
 
 Modes: train; sample (newest checkpoint, `--config.sampling.method` langevin | ancestral |
-edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth
-or a diffusers DDPM folder, `--config.convert.path`); summary (parameters and FLOPs per
+edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth,
+a diffusers DDPM folder or an EDM .pkl snapshot, `--config.convert.path`); summary (parameters and FLOPs per
 image, nothing written); data (the first batch as a grid, count, shape, images/s); eval
 (FID / IS / KID of the newest checkpoint's samples, resumable, `--config.eval.*`; with
 `--config.eval.metric=bpd` DDPM's bound in bits/dim on a dataset); eval_ref (reference
@@ -27,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from score_jax import calibrate, checkpoints, convert, data, evaluate, generate, summary, train
-from score_jax.importers import diffusers_unet
+from score_jax.importers import diffusers_unet, edm_pkl, torch_pickle
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -48,6 +48,7 @@ flags.mark_flags_as_required(["config"])
 # What a user can cause and fix: said in one line, without a traceback. Anything else is a
 # bug and keeps its traceback.
 _USER_ERRORS = (checkpoints.CheckpointMismatchError, convert.CheckpointMismatchError,
+                torch_pickle.UnsafePickleError,
                 FileNotFoundError, FileExistsError, ValueError)
 
 
@@ -75,9 +76,11 @@ def run(config, mode: str, workdir):
   elif mode == "convert":
     path = config.convert.path
     if not path:
-      raise ValueError("--mode=convert needs --config.convert.path (an NCSN/NCSNv2 .pth file "
-                       "or a diffusers DDPM folder).")
-    if config.model.name == "ddpm":
+      raise ValueError("--mode=convert needs --config.convert.path (an NCSN/NCSNv2 .pth file, "
+                       "a diffusers DDPM folder or an EDM network-snapshot-*.pkl).")
+    if path.endswith(".pkl"):
+      step = edm_pkl.convert_to_workdir(path, config, workdir)
+    elif config.model.name == "ddpm":
       step = diffusers_unet.convert_to_workdir(path, config, workdir)
     else:
       step = convert.convert_to_workdir(path, config, workdir)

@@ -19,6 +19,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   t.log_freq = 50             # steps between metrics.jsonl lines
   t.anneal_power = 2.0        # loss weight sigma^anneal_power (NCSNv2 Eq. 2: 2)
   t.keep_checkpoints = 3
+  t.batch_gpu = 0             # images per device per pass (EDM's --batch-gpu); 0 = all at once
 
   c.sampling = s = ml_collections.ConfigDict()
   s.batch_size = 64
@@ -46,6 +47,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.S_min = 0.0
   s.S_max = float("inf")
   s.S_noise = 1.0
+  s.class_label = -1          # class-conditional networks: this class, or -1 for random ones
 
   # --mode=eval / eval_ref (score_jax.evaluate): FID, IS, KID with pytorch-fid's Inception.
   c.eval = e = ml_collections.ConfigDict()
@@ -214,5 +216,69 @@ def get_ddpm_config(dataset: str, image_size: int, ch_mult, dropout: float, lr: 
   c.optim.lr = lr
   c.optim.warmup = 5000
   c.optim.grad_clip = 1.0
+  set_preprocessing(c)
+  return c
+
+
+# EDM's network presets (its train.py --arch): SongUNet as DDPM++ / NCSN++, DhariwalUNet as ADM.
+EDM_ARCHS = {
+    "ddpmpp": dict(arch="SongUNet", embedding_type="positional", encoder_type="standard",
+                   decoder_type="standard", channel_mult_noise=1, resample_filter=(1, 1),
+                   model_channels=128, channel_mult=(2, 2, 2)),
+    "ncsnpp": dict(arch="SongUNet", embedding_type="fourier", encoder_type="residual",
+                   decoder_type="standard", channel_mult_noise=2, resample_filter=(1, 3, 3, 1),
+                   model_channels=128, channel_mult=(2, 2, 2)),
+    "adm": dict(arch="DhariwalUNet", model_channels=192, channel_mult=(1, 2, 3, 4)),
+}
+
+
+def get_edm_config(dataset: str, image_size: int, arch: str, batch_size: int,
+                   duration_mimg: float, lr: float, ema_mimg: float, dropout: float,
+                   augment_p: float, label_dim: int = 0, channel_mult=None
+                   ) -> ml_collections.ConfigDict:
+  """An EDM training config (Karras et al. 2022, App. F.1 / Table 7, and its train.py): the
+  EDM preconditioner and loss (P_mean -1.2, P_std 1.2, sigma_data 0.5), Adam (0.9, 0.999,
+  1e-8) at `lr` ramped up linearly over the first 10 Mimg, EMA with a half-life of `ema_mimg`
+  Mimg ramped up as 0.05 x the images seen, `duration_mimg` million training images, the
+  geometric augmentation with probability `augment_p`, EDM's sampler (18 steps). The network
+  is the preset `arch` ('ddpmpp', 'ncsnpp', 'adm'), `channel_mult` overriding its levels
+  (train.py's --cres). Returned unlocked."""
+  c = get_default_config()
+  c.training.batch_size = batch_size
+  c.training.n_iters = int(round(duration_mimg * 1e6 / batch_size))
+  c.training.snapshot_freq = max(1, int(round(2.5e6 / batch_size)))  # every 2.5 Mimg
+  c.sampling.method = "edm"
+  c.sampling.batch_size = 64
+  c.data.dataset, c.data.source = dataset, "tfds"
+  c.data.image_size, c.data.channels = image_size, 3
+  m = c.model
+  m.name = "edm"
+  m.precond = "edm"           # 'edm' | 'vp' | 've' (each trains with its own loss) | 'iddpm'
+  preset = dict(EDM_ARCHS[arch])
+  m.arch = preset.pop("arch")
+  m.model_channels = preset.pop("model_channels")
+  m.channel_mult = tuple(channel_mult or preset.pop("channel_mult"))
+  preset.pop("channel_mult", None)
+  song = m.arch == "SongUNet"
+  m.embedding_type = preset.get("embedding_type", "positional")  # SongUNet only
+  m.encoder_type = preset.get("encoder_type", "standard")
+  m.decoder_type = preset.get("decoder_type", "standard")
+  m.channel_mult_noise = preset.get("channel_mult_noise", 1)
+  m.resample_filter = tuple(preset.get("resample_filter", (1, 1)))
+  m.channel_mult_emb = 4
+  m.num_blocks = 4 if song else 3
+  m.attn_resolutions = (16,) if song else (32, 16, 8)
+  m.dropout = dropout
+  m.label_dropout = 0.0
+  m.label_dim = label_dim     # class-conditional with this many classes (one-hot)
+  m.augment_p = augment_p     # EDM's non-leaky augmentation; > 0 feeds 9 labels to the net
+  m.P_mean, m.P_std, m.sigma_data = -1.2, 1.2, 0.5
+  m.M, m.C_1, m.C_2 = 1000, 0.001, 0.008  # iDDPM's table (precond 'iddpm')
+  m.ema = True
+  m.ema_rate = 0.0            # unused: the EMA decay follows the half-life below
+  m.ema_halflife_kimg = ema_mimg * 1000
+  m.ema_rampup_ratio = 0.05
+  c.optim.lr = lr
+  c.optim.warmup = int(round(10e6 / batch_size))  # lr ramp-up over 10 Mimg, from 0
   set_preprocessing(c)
   return c

@@ -86,6 +86,23 @@ def ancestral_betas(method, den, config) -> np.ndarray:
   return betas[:keep]
 
 
+def class_labels(config, method, key, n: int):
+  """One-hot [n, K] labels for a class-conditional network: all `sampling.class_label`, or
+  random classes (-1) drawn from `key`; None for an unconditional network."""
+  k, c = method.label_dim, config.sampling.class_label
+  if not k:
+    return None
+  ids = (jnp.full((n,), c, jnp.int32) if c >= 0
+         else jax.random.randint(jax.random.fold_in(key, 0x1abe1), (n,), 0, k))
+  return jax.nn.one_hot(ids, k, dtype=jnp.float32)
+
+
+def _denoiser(config, method, params, key, n: int):
+  if method.label_dim:
+    return method.denoiser(params, class_labels(config, method, key, n))
+  return method.denoiser(params)
+
+
 def progress_total(config, method) -> int:
   """How many units (levels or steps) `make_sample_fn`'s progress callback counts to."""
   name = sampler_name(config, method)
@@ -156,7 +173,7 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
 
   if name == "langevin":
     def sample(params, key):
-      den = method.denoiser(params)
+      den = _denoiser(config, method, params, key, s.batch_size)
       lo, hi = _sigma_range(config, den)
       sigmas = noise.geometric_sigmas(hi, lo, s.num_steps)
       sig = jnp.asarray(sigmas)
@@ -172,7 +189,7 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
     snapshot_ts = tuple(s.progressive_ts) if progressive and s.progressive_ts else None
 
     def sample(params, key):
-      den = method.denoiser(params)
+      den = _denoiser(config, method, params, key, s.batch_size)
       betas = ancestral_betas(method, den, config)
       eps = (method.eps_fn(params) if method.eps_fn is not None
              else precond.eps_from_denoiser(den, np.cumprod(1.0 - betas)))
@@ -186,7 +203,7 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
     return sample
 
   def sample(params, key):
-    den = method.denoiser(params)
+    den = _denoiser(config, method, params, key, s.batch_size)
     lo, hi = _sigma_range(config, den)
     latents, run_key = start(key, 1.0)
     x = samplers.edm_sampler(den.fn, latents, run_key, s.num_steps, lo, hi, s.rho, s.S_churn,

@@ -13,16 +13,20 @@ class ParamEMAState(NamedTuple):
   ema: Any
 
 
-def ema_params(decay: float) -> optax.GradientTransformation:
+def ema_params(decay) -> optax.GradientTransformation:
   """Exponential moving average of the *parameters* (NCSNv2 Technique 5).
+
+  `decay` is a number or a function of the update count (0 at the first update), as EDM's
+  half-life with ramp-up (`edm_ema_decay`).
 
   optax.ema averages the updates; this keeps theta' <- decay * theta' + (1 - decay) * theta
   for the parameters theta after the step, as the official EMA helper does. It must be the
   last element of a chain, so the updates it sees are the final ones, and it needs `params`
   in `update`. Updates pass through unchanged. Find the average with `ema_of(opt_state)`.
   """
-  if not 0.0 <= decay <= 1.0:
+  if not callable(decay) and not 0.0 <= decay <= 1.0:
     raise ValueError(f"EMA decay={decay!r} must lie in [0, 1].")
+  decay_at = decay if callable(decay) else (lambda count: decay)
 
   def init_fn(params):
     return ParamEMAState(count=jnp.zeros([], jnp.int32),
@@ -32,7 +36,8 @@ def ema_params(decay: float) -> optax.GradientTransformation:
     if params is None:
       raise ValueError("ema_params needs the current params: call tx.update(g, s, params).")
     new_params = optax.apply_updates(params, updates)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema, new_params)
+    beta = decay_at(state.count)
+    ema = jax.tree.map(lambda e, p: beta * e + (1.0 - beta) * p, state.ema, new_params)
     return updates, ParamEMAState(count=state.count + 1, ema=ema)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -47,6 +52,20 @@ def ema_of(opt_state):
   return found[0].ema if found else None
 
 
+def edm_ema_decay(batch_size: int, halflife_kimg: float, rampup_ratio: float):
+  """EDM's EMA decay at update `count` (images seen before it: count x batch): a half-life of
+  halflife_kimg thousand images, capped at rampup_ratio x the images seen, so the average
+  starts as the weights themselves (decay 0 at the first update) and forgets its early
+  values as training goes on."""
+  def decay(count):
+    nimg = count.astype(jnp.float32) * batch_size
+    halflife = jnp.float32(halflife_kimg * 1000)
+    if rampup_ratio:
+      halflife = jnp.minimum(halflife, nimg * rampup_ratio)
+    return 0.5 ** (batch_size / jnp.maximum(halflife, 1e-8))
+  return decay
+
+
 SCHEDULES = ("constant", "cosine")
 
 
@@ -59,9 +78,11 @@ def learning_rate(config) -> optax.Schedule:
   o, n_iters = config.optim, config.training.n_iters
   if o.schedule not in SCHEDULES:
     raise ValueError(f"config.optim.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
-  if not 0 <= o.warmup < n_iters:
+  # A constant schedule may ramp up for longer than the run (EDM's 10 Mimg ramp in a short
+  # run); a cosine must have steps left to decay over.
+  if o.warmup < 0 or (o.schedule == "cosine" and o.warmup >= n_iters):
     raise ValueError(f"config.optim.warmup={o.warmup!r} must lie in [0, training.n_iters="
-                     f"{n_iters}).")
+                     f"{n_iters})" + (" for the cosine schedule." if o.warmup >= 0 else "."))
   if o.schedule == "cosine":
     if not 0.0 <= o.lr_end <= o.lr:
       raise ValueError(f"config.optim.lr_end={o.lr_end!r} must lie in [0, optim.lr={o.lr}].")
@@ -88,7 +109,12 @@ def make_optimizer(config) -> optax.GradientTransformation:
   parts += [optax.scale_by_adam(b1=o.beta1, b2=0.999, eps=o.eps),
             optax.scale_by_learning_rate(learning_rate(config))]
   if config.model.ema:
-    parts.append(ema_params(config.model.ema_rate))
+    m = config.model
+    if "ema_halflife_kimg" in m:
+      parts.append(ema_params(edm_ema_decay(config.training.batch_size, m.ema_halflife_kimg,
+                                            m.ema_rampup_ratio)))
+    else:
+      parts.append(ema_params(m.ema_rate))
   return optax.chain(*parts)
 
 

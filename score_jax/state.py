@@ -64,6 +64,12 @@ def validate_config(config) -> None:
       raise ValueError(f"config.{section}.{name}={config[section][name]!r} must be positive.")
   optim.learning_rate(config)  # raises on an unknown schedule or warm-up out of range
   s = config.sampling
+  label_dim = config.model.get("label_dim", 0) if config.model.name == "edm" else 0
+  if s.class_label >= label_dim or (s.class_label >= 0 and not label_dim):
+    raise ValueError(f"config.sampling.class_label={s.class_label}: the network is "
+                     + (f"conditional on {label_dim} classes (0 to {label_dim - 1}, or -1 for "
+                        "random ones)." if label_dim else "unconditional; class labels need "
+                        "a class-conditional network (model.label_dim > 0)."))
   if s.init not in samplers.INITS:
     raise ValueError(f"config.sampling.init={s.init!r}; expected one of {samplers.INITS}.")
   if s.inpainting and s.interpolation:

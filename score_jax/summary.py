@@ -10,16 +10,18 @@ from score_jax import models
 def summarize(config) -> dict:
   """{'model', 'params', 'flops_per_image', 'image_shape'} for `get_model(config)`.
 
-  Parameters come from `jax.eval_shape` of init (no weights computed); FLOPs from XLA's
+  Parameters come from `jax.eval_shape` of init (no weights computed; constants such as
+  NCSN++'s Fourier frequencies are not parameters, as in the official count); FLOPs from XLA's
   cost analysis of one forward pass on one image, lowered but not compiled (multiply-adds
   count as 2 FLOPs).
   """
   model = models.get_model(config)
-  x, y = models.example_inputs(config)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, y))
-  params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables))
-  lowered = jax.jit(model.apply).lower(variables, jax.ShapeDtypeStruct(x.shape, jnp.float32),
-                                       jax.ShapeDtypeStruct(y.shape, y.dtype))
+  inputs = models.example_inputs(config)
+  x = inputs[0]
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))
+  params = models.count_params(variables["params"])
+  spec = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
+  lowered = jax.jit(model.apply).lower(variables, *(spec(a) for a in inputs))
   cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return dict(model=config.model.name, params=params,

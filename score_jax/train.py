@@ -5,6 +5,7 @@ import os
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
@@ -15,19 +16,55 @@ from score_jax import checkpoints, data, generate, images, methods, metrics, opt
 from score_jax.state import TrainState, build, init_state, rng_keys, validate_config  # pylint: disable=unused-import
 
 
+def accumulation_rounds(config) -> int:
+  """Passes per step: the per-device batch in chunks of `training.batch_gpu` (EDM's
+  --batch-gpu; 0 = one pass), gradients averaged, for batches that do not fit at once."""
+  t = config.training
+  per_device = t.batch_size // jax.device_count()
+  if not t.batch_gpu:
+    return 1
+  if t.batch_gpu < 0 or per_device % t.batch_gpu:
+    raise ValueError(f"config.training.batch_gpu={t.batch_gpu!r} must divide the per-device "
+                     f"batch {per_device} (training.batch_size {t.batch_size} over "
+                     f"{jax.device_count()} device(s)).")
+  return per_device // t.batch_gpu
+
+
 def make_train_step(config, model, tx) -> Callable:
-  """The pure step (state, batch [B, H, W, C], base_key) -> (state, {'loss', 'lr'}), where
-  'lr' is the learning rate this step used.
+  """The pure step (state, batch, base_key) -> (state, {'loss', 'lr'}), where batch is
+  images [B, H, W, C] in [0, 1] or the pipeline's dict {'image', 'label'}, and 'lr' is the
+  learning rate this step used.
 
   The step's randomness is fold_in(base_key, state.step): no RNG state to carry, and the
-  same for any device count.
+  same for any device count. With `accumulation_rounds` > 1 the batch is taken in rounds
+  (row r * rounds + j in round j, so every device keeps its own rows) and the gradients
+  averaged; each round's loss gets the rows' places in the batch (`sample_ids`).
   """
   loss_fn = methods.get_method(config, model).loss_fn
   lr_fn = optim.learning_rate(config)
+  rounds = accumulation_rounds(config)
+  grad_fn = jax.value_and_grad(loss_fn)
 
   def train_step(state: TrainState, batch, base_key):
+    images, labels = ((batch["image"], batch.get("label")) if isinstance(batch, dict)
+                      else (batch, None))
     key = jax.random.fold_in(base_key, state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
+    if rounds == 1:
+      loss, grads = grad_fn(state.params, images, key, labels)
+    else:
+      n = images.shape[0]
+      split = lambda a: None if a is None else jnp.swapaxes(
+          a.reshape((n // rounds, rounds) + a.shape[1:]), 0, 1)
+      ids = split(jnp.arange(n))
+
+      def one_round(acc, xs):
+        im, lab, idx = xs
+        loss, grads = grad_fn(state.params, im, key, lab, idx)
+        return jax.tree.map(jnp.add, acc, (loss, grads)), None
+
+      zero = (jnp.zeros([], jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+      (loss, grads), _ = jax.lax.scan(one_round, zero, (split(images), split(labels), ids))
+      loss, grads = jax.tree.map(lambda v: v / rounds, (loss, grads))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -75,13 +112,23 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     sample_fn = generate.jit_sample_fn(
         generate.make_sample_fn(config, model, progress, batch_sharding, method=method), mesh)
   keys = rng_keys(config)
+  needs_labels = method.label_dim > 0
   writer = metrics.MetricsWriter(workdir, is_main)
   t = config.training
 
   bar = tqdm.tqdm(total=t.n_iters, initial=start, desc="train", unit="step",
                   disable=not is_main, dynamic_ncols=True)
   for step in range(start, t.n_iters):
-    batch = sharding.global_batch(next(batches)["image"], batch_sharding, t.batch_size)
+    host = next(batches)
+    batch = {"image": sharding.global_batch(host["image"], batch_sharding, t.batch_size)}
+    if needs_labels:
+      lab = host["label"]
+      if lab.min() < 0 or lab.max() >= method.label_dim:
+        raise ValueError(f"config.model.label_dim={method.label_dim} needs class labels in "
+                         f"[0, {method.label_dim}); the data gave labels from {lab.min()} to "
+                         f"{lab.max()} (-1: the source has none).")
+      batch["label"] = sharding.global_batch(host["label"].astype(np.int32), batch_sharding,
+                                             t.batch_size)
     state, step_metrics = train_step(state, batch, keys["train"])
     done = step + 1
     bar.update(1)

@@ -119,7 +119,8 @@ def test_optimizer_steps_by_the_schedule(tiny):
 
 @pytest.mark.parametrize("override, match", [
     ({"optim.schedule": "linear"}, "schedule='linear'"),
-    ({"optim.warmup": 4}, "warmup=4"),
+    ({"optim.warmup": 4, "optim.schedule": "cosine"}, "warmup=4"),
+    ({"optim.warmup": -1}, "warmup=-1"),
     ({"optim.schedule": "cosine", "optim.lr_end": 1.0}, "lr_end=1.0"),
 ])
 def test_learning_rate_rejects_bad_settings(tiny, override, match):

@@ -15,14 +15,18 @@ class Method(NamedTuple):
   """Closures over a config and a linen module; all are pure functions of params.
 
   Attributes:
-    name: 'ncsn' (NCSN and NCSNv2) or 'ddpm'.
-    loss_fn: (params, batch [B, H, W, C] in [0, 1], key) -> scalar training loss.
+    name: 'ncsn' (NCSN and NCSNv2), 'ddpm' or 'edm'.
+    loss_fn: (params, batch [B, H, W, C] in [0, 1], key, labels=None [B] int,
+      sample_ids=None [B] int) -> scalar training loss; sample_ids (the rows' places in the
+      global batch) let a loss draw per sample, the same whatever the accumulation rounds.
     denoiser: params -> precond.Denoiser.
     score_fn: params -> score_fn(x, i) at the native level index (NCSN's Langevin), or None.
     eps_fn: params -> eps_fn(x_t, t) (DDPM's ancestral sampler), or None.
     levels: the native noise levels of score_fn, float32 [L] in [0, 1] data units, or None.
     betas: the native DDPM betas, float64 [T], or None.
     default_sampler: the paper's sampler for this method.
+    label_dim: classes of a class-conditional network (denoiser(params, one_hot [B, K])),
+      0 for an unconditional one.
   """
   name: str
   loss_fn: Callable
@@ -32,15 +36,18 @@ class Method(NamedTuple):
   levels: Optional[np.ndarray]
   betas: Optional[np.ndarray]
   default_sampler: str
+  label_dim: int = 0
 
 
 def get_method(config, model) -> Method:
   """The Method of `config.model.name` for the linen module `model`."""
-  from score_jax.methods import ddpm, ncsn  # pylint: disable=g-import-not-at-top
+  from score_jax.methods import ddpm, edm, ncsn  # pylint: disable=g-import-not-at-top
   name = config.model.name
   if name in ("ncsn", "ncsnv2"):
     return ncsn.make(config, model)
   if name == "ddpm":
     return ddpm.make(config, model)
+  if name == "edm":
+    return edm.make(config, model)
   raise ValueError(f"config.model.name={name!r} has no training method; expected ncsn, "
-                   "ncsnv2 or ddpm.")
+                   "ncsnv2, ddpm or edm.")

@@ -16,7 +16,10 @@ def make(config, model) -> Method:
   betas = betas_from_config(config)
   tab = schedules.ddpm_tables(betas)
 
-  def loss_fn(params, batch, key):
+  def loss_fn(params, batch, key, labels=None, sample_ids=None):
+    del labels  # unconditional
+    if sample_ids is not None:  # an accumulation round: its own draws (they follow shapes)
+      key = jax.random.fold_in(key, sample_ids[0])
     key_loss, key_dropout = jax.random.split(key)
     eps = lambda x, t: model.apply({"params": params}, x, t, train=True,
                                    rngs={"dropout": key_dropout})

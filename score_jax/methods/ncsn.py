@@ -1,5 +1,7 @@
 """NCSN / NCSNv2: denoising score matching over geometric noise levels, data in [0, 1]."""
 
+import jax
+
 from score_jax import losses, noise, precond, samplers
 from score_jax.methods import Method
 
@@ -9,7 +11,10 @@ def make(config, model) -> Method:
   anneal_power = config.training.anneal_power
   continuous = config.model.name == "ncsnv2"  # output / sigma: any sigma will do
 
-  def loss_fn(params, batch, key):
+  def loss_fn(params, batch, key, labels=None, sample_ids=None):
+    del labels  # unconditional
+    if sample_ids is not None:  # an accumulation round: its own draws (they follow shapes)
+      key = jax.random.fold_in(key, sample_ids[0])
     score_fn = lambda x, y: model.apply({"params": params}, x, y)
     return losses.dsm_loss(score_fn, batch, sigmas, key, anneal_power)
 

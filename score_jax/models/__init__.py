@@ -1,13 +1,14 @@
 """Score networks. `get_model(config)` builds the linen module a config names."""
 
 import jax.numpy as jnp
+import numpy as np
 
 from score_jax.models.ddpm import DDPMUNet
 from score_jax.models.ncsn import NCSN
 from score_jax.models.ncsnv2 import NCSNv2
 from score_jax.models.refinenet import DOWNSAMPLINGS, depth_for_image_size
 
-_MODELS = ("ncsn", "ncsnv2", "ddpm")
+_MODELS = ("ncsn", "ncsnv2", "ddpm", "edm")
 
 
 def get_model(config):
@@ -27,6 +28,8 @@ def get_model(config):
   size = config.data.image_size
   if name == "ddpm":
     return _ddpm_unet(config)
+  if name == "edm":
+    return _edm_net(config)
   depth = depth_for_image_size(size)
   factor = 2 ** DOWNSAMPLINGS[depth]
   if size < 8 or (size % factor and size != 28):
@@ -43,9 +46,65 @@ def get_model(config):
 
 
 def example_inputs(config):
-  """(x [1, H, W, C] zeros, y [1] int32 zeros): what `model.init` is traced with."""
+  """What `model.init` is traced with: (x [1, H, W, C] zeros, y [1] int32 zeros); for EDM
+  networks (x, sigma [1] ones, one-hot labels [1, K] or None, augment labels [1, 9] or
+  None), so that every optional input layer exists."""
   size, ch = config.data.image_size, config.data.channels
-  return jnp.zeros((1, size, size, ch)), jnp.zeros((1,), jnp.int32)
+  x = jnp.zeros((1, size, size, ch))
+  if config.model.name == "edm":
+    m = config.model
+    return (x, jnp.ones((1,)), jnp.zeros((1, m.label_dim)) if m.label_dim else None,
+            jnp.zeros((1, AUGMENT_DIM)) if m.augment_p > 0 else None)
+  return x, jnp.zeros((1,), jnp.int32)
+
+
+# EDM's augmentation labels: xflip, yflip, scale, rotate (2), aniso (2), translate (2).
+AUGMENT_DIM = 9
+# Constants kept with the parameters (buffers in the official code), not counted as
+# parameters: NCSN++'s Fourier frequencies and iDDPM's sigma table.
+BUFFERS = ("freqs", "u")
+
+
+def count_params(params) -> int:
+  """Trainable parameters, as the official code counts them (buffers excluded)."""
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  return sum(int(np.prod(v.shape)) for k, v in traverse_util.flatten_dict(params).items()
+             if k[-1] not in BUFFERS)
+
+
+EDM_ARCHS = ("SongUNet", "DhariwalUNet")
+
+
+def _edm_net(config):
+  from score_jax.models import edm  # pylint: disable=g-import-not-at-top
+  m, size = config.model, config.data.image_size
+  if m.arch not in EDM_ARCHS:
+    raise ValueError(f"config.model.arch={m.arch!r}; expected one of {EDM_ARCHS}.")
+  if m.precond not in edm.PRECONDS:
+    raise ValueError(f"config.model.precond={m.precond!r}; expected one of {edm.PRECONDS}.")
+  mult = tuple(int(v) for v in m.channel_mult)
+  if m.model_channels <= 0 or not mult or min(mult) <= 0:
+    raise ValueError(f"config.model.model_channels={m.model_channels!r}, channel_mult="
+                     f"{m.channel_mult!r}: expected positive values.")
+  if size % 2 ** (len(mult) - 1):
+    raise ValueError(f"config.data.image_size={size!r} cannot be taken by {m.arch} with "
+                     f"{len(mult)} levels: expected a multiple of {2 ** (len(mult) - 1)}.")
+  if m.label_dim < 0:
+    raise ValueError(f"config.model.label_dim={m.label_dim!r} must be >= 0.")
+  net = dict(model_channels=m.model_channels, channel_mult=mult,
+             channel_mult_emb=m.channel_mult_emb, num_blocks=m.num_blocks,
+             attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
+             label_dropout=m.label_dropout)
+  if m.arch == "SongUNet":
+    net.update(embedding_type=m.embedding_type, channel_mult_noise=m.channel_mult_noise,
+               encoder_type=m.encoder_type, decoder_type=m.decoder_type,
+               resample_filter=tuple(m.resample_filter))
+  pre = dict(sigma_data=m.sigma_data) if m.precond == "edm" else {}
+  if m.precond == "iddpm":
+    pre = dict(M=m.M, C_1=m.C_1, C_2=m.C_2)
+  return edm.build(m.arch, m.precond, size, config.data.channels, label_dim=m.label_dim,
+                   augment_dim=AUGMENT_DIM if m.augment_p > 0 else 0, precond_kwargs=pre,
+                   **net)
 
 
 def _ddpm_unet(config) -> DDPMUNet:

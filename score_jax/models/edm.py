@@ -19,6 +19,7 @@ from score_jax.models.dhariwal import DhariwalUNet
 from score_jax.models.songunet import SongUNet
 
 ARCHS = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
+PRECONDS = precond.PRECONDS
 
 
 class EDMNet(nn.Module):
