@@ -5,9 +5,12 @@
 
   python experiments/benchmark.py --config=configs/ddpm_cifar10.py \
       --config.training.batch_size=16 --config.sampling.batch_size=16
+  python experiments/benchmark.py --config=configs/edm_cifar10_ddpmpp.py \
+      --config.training.batch_size=16 --config.sampling.batch_size=16
 
 Prints one table: compile times (s), train steps/s and images/s, and sampler steps/s and
-images*steps/s (annealed Langevin for NCSN/NCSNv2, ancestral for DDPM), on random data of
+images*steps/s (annealed Langevin for NCSN/NCSNv2, ancestral for DDPM, EDM's Heun sampler
+for EDM, where a step is one network call), on random data of
 the config's shape over all local devices, and for RefineNets the CRP's max pooling (value
 and gradient) done by flax and by score_jax's own VJP. Timings exclude compilation and
 block on the results.
@@ -56,7 +59,8 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
   b = config.training.batch_size
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
   batch = jax.device_put(
-      np.random.default_rng(0).random((b, size, size, ch), np.float32), data)
+      {"image": np.random.default_rng(0).random((b, size, size, ch), np.float32),
+       "label": np.zeros((b,), np.int32)}, data)
   step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
   key = jax.random.PRNGKey(0)
 
@@ -77,6 +81,13 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
     short.diffusion.num_timesteps = max(sample_levels, 2)
     short.sampling.method, short.sampling.progressive_ts = "ancestral", ()
     n_steps = short.diffusion.num_timesteps
+    sample_fn = generate.jit_sample_fn(generate.make_sample_fn(short, model, batch_sharding=data),
+                                       mesh)
+  elif config.model.name == "edm":
+    # EDM's sampler with `sample_levels` steps: 2 N - 1 network calls.
+    short = copy.deepcopy(config)
+    short.sampling.method, short.sampling.num_steps = "edm", max(sample_levels, 2)
+    n_steps = 2 * short.sampling.num_steps - 1
     sample_fn = generate.jit_sample_fn(generate.make_sample_fn(short, model, batch_sharding=data),
                                        mesh)
   else:

@@ -26,6 +26,15 @@ def test_benchmark_times_ddpm_training_and_the_ancestral_sampler():
   assert "max-pool grad, flax (ms)" not in results
 
 
+def test_benchmark_times_edm_training_and_its_sampler():
+  from test_edm_train import tiny_edm
+  results = benchmark.benchmark(tiny_edm(**{"model.label_dim": 10}), train_steps=2,
+                                sample_levels=3, repeats=1)
+  assert results["sampler steps timed"] == 5  # 3 Heun steps: 2 x 3 - 1 network calls
+  for key in ("train steps/s", "sampler steps/s"):
+    assert math.isfinite(results[key]) and results[key] > 0, key
+
+
 def test_input_pipeline_throughput_is_measured():
   for fmt in ("jpeg", "png"):
     rate = benchmark.data_throughput(fmt, size=32, n=8, batch=4, batches=2, threads=1)

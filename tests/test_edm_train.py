@@ -77,7 +77,7 @@ def test_ema_half_life_with_ramp_up():
 
 
 def test_accumulation_rounds_give_the_one_pass_step():
-  c = tiny_edm(**{"model.dropout": 0.0})
+  c = tiny_edm(**{"model.dropout": 0.0, "model.augment_p": 0.12})
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
   model, tx, state = state_lib.build(c, mesh)
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)),

@@ -61,7 +61,8 @@ def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, 
   finish(main_cmd(whole, *EVAL_FLAGS), env_with(1))
 
   killed = copy_of(trained, tmp_path / "killed")
-  shards = os.path.join(killed, "eval", "4", "seed0")
+  (tag,) = os.listdir(os.path.join(whole, "eval", "4"))  # the same settings: the same tag
+  shards = os.path.join(killed, "eval", "4", tag, "seed0")
   proc = subprocess.Popen(main_cmd(killed, *EVAL_FLAGS), cwd=ROOT, env=env_with(1),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
@@ -78,6 +79,9 @@ def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, 
   a, b = result_of(whole), result_of(killed)
   for key in ("fid", "is_mean", "is_std", "kid_mean", "weights_sha256", "ref_sha256"):
     assert a[key] == b[key], key
+  # Other sampler settings: other shards, nothing resumed from these.
+  out = finish(main_cmd(killed, *EVAL_FLAGS, "--config.sampling.n_steps_each=11"), env_with(1))
+  assert "shards done" not in out.stdout and len(os.listdir(os.path.join(killed, "eval", "4"))) == 2
 
 
 def test_eval_on_two_processes_of_four_devices_matches_one_device(trained, tmp_path):

@@ -48,7 +48,8 @@ def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_p
   first = evaluate.evaluate(c, wd)
   assert first["num_samples"] == 16 and np.isfinite(first["fid"]) and first["fid"] > 0
   assert np.isfinite(first["is_mean"]) and np.isfinite(first["kid_mean"])
-  shard_dir = os.path.join(wd, "eval", "2", "seed0")
+  (tag,) = os.listdir(os.path.join(wd, "eval", "2"))
+  shard_dir = os.path.join(wd, "eval", "2", tag, "seed0")
   shards = sorted(os.listdir(shard_dir))
   assert shards == ["shard_00000.npz", "shard_00001.npz"]
   saved = json.load(open(os.path.join(wd, "eval", "2.json")))

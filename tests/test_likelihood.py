@@ -83,7 +83,8 @@ def test_eval_mode_bpd_is_resumable(tmp_path):
   train.train_and_evaluate(c, wd)
   first = evaluate.evaluate(c, wd)
   # 12 images in batches of 8: the second shard is the 4 left, not 8.
-  shard_dir = os.path.join(wd, "eval", "4", "bpd")
+  (tag,) = os.listdir(os.path.join(wd, "eval", "4", "bpd"))
+  shard_dir = os.path.join(wd, "eval", "4", "bpd", tag)
   assert sorted(os.listdir(shard_dir)) == ["shard_00000.npz", "shard_00001.npz"]
   assert np.load(os.path.join(shard_dir, "shard_00001.npz"))["total"].shape == (4,)
   saved = json.load(open(os.path.join(wd, "eval", "4_bpd.json")))

@@ -34,14 +34,15 @@ def test_shipped_weights_classify_the_held_out_digits(subset):
 
 
 def test_features_separate_digits_from_noise(subset):
-  """Real digits score far closer to the data than blurred noise does."""
+  """Real digits score far closer to the data than noise does."""
   x, _ = subset
   fn = mnist_features.load_mnist_features()
-  ref = metrics.feature_statistics(fn(x[0::2])[0])
-  real = metrics.feature_statistics(fn(x[1::2][:500])[0])
+  order = np.random.default_rng(0).permutation(len(x))  # the subset is sorted by class
+  ref = metrics.feature_statistics(fn(x[order[:2500]])[0])
+  real = metrics.feature_statistics(fn(x[order[2500:3000]])[0])
   noise = (np.random.default_rng(0).random((500, 28, 28, 1)) * 255).astype(np.uint8)
   fake = metrics.feature_statistics(fn(noise)[0])
-  assert 20 * metrics.frechet_distance(*real, *ref) < metrics.frechet_distance(*fake, *ref)
+  assert 1000 * metrics.frechet_distance(*real, *ref) < metrics.frechet_distance(*fake, *ref)
 
 
 def test_the_script_writes_loadable_weights(tmp_path):
