@@ -33,8 +33,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.n_completions = 4         # completions per occluded image
   s.interpolation = False     # --mode=sample interpolates between samples (NCSNv2 App. B.2)
   s.n_interpolations = 8      # N: N + 1 images per row
-  # Which sampler: '' (the method's own: langevin for NCSN/NCSNv2, ancestral for DDPM),
-  # 'langevin', 'ancestral' or 'edm'; every one runs on every network (score_jax.precond).
+  # Which sampler: '' (the method's own: langevin for NCSN/NCSNv2, ancestral for DDPM, edm
+  # for EDM), 'langevin', 'ancestral', 'edm' (EDM Alg. 2) or 'ablation' (EDM's design-space
+  # sampler over Table 1); every one runs on every network (score_jax.precond).
   s.method = ""
   s.variance = "fixed_large"  # ancestral: 'fixed_large' (beta) or 'fixed_small' (beta-tilde)
   s.clip_denoised = True      # ancestral: clip the predicted x_0 to [-1, 1]
@@ -47,6 +48,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.S_min = 0.0
   s.S_max = float("inf")
   s.S_noise = 1.0
+  s.solver = "heun"           # ablation (EDM's design-space sampler, Table 1): euler | heun
+  s.discretization = "edm"    # ablation: vp | ve | iddpm | edm
+  s.schedule = "linear"       # ablation: vp | ve | linear
+  s.scaling = "none"          # ablation: vp | none
   s.class_label = -1          # class-conditional networks: this class, or -1 for random ones
 
   # --mode=eval / eval_ref (score_jax.evaluate): FID, IS, KID with pytorch-fid's Inception.

@@ -130,6 +130,8 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
     `sampling.progressive_ts`, in [0, 1]).
   - 'edm': EDM's sampler (Alg. 2) with `sampling.num_steps`, `rho`, `S_churn`, `S_min`,
     `S_max`, `S_noise` on the denoiser, sigmas rounded to a discrete network's grid.
+  - 'ablation': EDM's design-space sampler with `sampling.solver`, `discretization`,
+    `schedule`, `scaling` (Table 1) and the same churn settings.
 
   `batch_sharding` splits the samples over devices; without it, XLA would be free to run
   the whole batch on every device, since nothing else in the sampler is sharded.
@@ -199,6 +201,21 @@ def make_sample_fn(config, model, progress: Optional[LevelProgress] = None,
                                     snapshot_ts=snapshot_ts,
                                     on_step_done=on_step)
       return jax.tree.map(to_unit, out)
+
+    return sample
+
+  if name == "ablation":
+    def sample(params, key):
+      den = _denoiser(config, method, params, key, s.batch_size)
+      # 0 takes the discretization's own range (EDM Table 1), clipped to the network's.
+      lo = max(s.sigma_min, den.sigma_min) if s.sigma_min else None
+      hi = min(s.sigma_max, den.sigma_max) if s.sigma_max else None
+      latents, run_key = start(key, 1.0)
+      x = samplers.ablation_sampler(
+          den.fn, latents, run_key, s.num_steps, lo, hi, s.rho, s.solver, s.discretization,
+          s.schedule, s.scaling, S_churn=s.S_churn, S_min=s.S_min, S_max=s.S_max,
+          S_noise=s.S_noise, round_sigma=den.round_sigma)
+      return to_unit(x)
 
     return sample
 

@@ -9,7 +9,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from score_jax import methods, models, noise, optim, samplers
 
-SAMPLERS = ("langevin", "ancestral", "edm")
+SAMPLERS = ("langevin", "ancestral", "edm", "ablation")
 INPAINT_MASKS = ("bottom_half", "right_half")
 
 
@@ -70,6 +70,12 @@ def validate_config(config) -> None:
                      + (f"conditional on {label_dim} classes (0 to {label_dim - 1}, or -1 for "
                         "random ones)." if label_dim else "unconditional; class labels need "
                         "a class-conditional network (model.label_dim > 0)."))
+  if s.method == "ablation":
+    for key, allowed in (("solver", ("euler", "heun")), ("discretization", ("vp", "ve", "iddpm",
+                                                                             "edm")),
+                         ("schedule", ("vp", "ve", "linear")), ("scaling", ("vp", "none"))):
+      if s[key] not in allowed:
+        raise ValueError(f"config.sampling.{key}={s[key]!r}; expected one of {allowed}.")
   if s.init not in samplers.INITS:
     raise ValueError(f"config.sampling.init={s.init!r}; expected one of {samplers.INITS}.")
   if s.inpainting and s.interpolation:

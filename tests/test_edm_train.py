@@ -123,7 +123,7 @@ def test_conditional_training_needs_labels(tmp_path, monkeypatch):
     train.train_and_evaluate(tiny_edm(**{"model.label_dim": 10}), str(tmp_path / "w"))
 
 
-@pytest.mark.parametrize("method", ["edm", "ancestral", "langevin"])
+@pytest.mark.parametrize("method", ["edm", "ablation", "ancestral", "langevin"])
 def test_every_sampler_runs_on_an_edm_network(tmp_path, method):
   c = tiny_edm(**{"training.n_iters": 2, "training.snapshot_sampling": False,
                   "sampling.method": method, "sampling.n_steps_each": 2})
@@ -134,6 +134,12 @@ def test_every_sampler_runs_on_an_edm_network(tmp_path, method):
   generate.sample(c, wd)
   out = np.load(os.path.join(wd, "samples", "sample_2.npz"))["samples"]
   assert out.shape == (8, 28, 28, 1) and np.all(np.isfinite(out))
+
+
+def test_ablation_settings_are_checked():
+  with pytest.raises(ValueError, match="solver='rk4'"):
+    state_lib.validate_config(tiny_edm(**{"sampling.method": "ablation",
+                                          "sampling.solver": "rk4"}))
 
 
 def test_convert_an_official_snapshot_and_sample_it(tmp_path):
