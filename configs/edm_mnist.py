@@ -8,8 +8,11 @@ parameters). What is shrunk for a run of minutes (README: what it measured): bat
 steps (32 k images; the paper trains CIFAR-10 on 200 M); lr 2e-3 ramped up over 5 k images;
 EMA half-life 10 k images, which the 0.05 ramp-up ratio caps at 1.6 k at the end; no
 augmentation (it prevents overfitting on runs 10^4 times longer; here it cost 20% of the step
-time and only spreads a tiny budget over flipped and rotated digits). Training ends with the
-Frechet distance of 108 samples in the MNIST classifier's features.
+time and only spreads a tiny budget over flipped and rotated digits); sampling with
+S_churn 10 (EDM Alg. 2's stochasticity, gamma at its cap sqrt(2) - 1): on the same checkpoint
+the Frechet distance was 42.3 deterministic, 26.1 at S_churn 5, 24.0 at 10 (and at 40, which
+is capped the same), as EDM found for imperfect networks. Training ends with the Frechet
+distance of 108 samples in the MNIST classifier's features.
 """
 
 from configs import default
@@ -27,6 +30,7 @@ def get_config():
   c.training.snapshot_freq = 1000
   c.training.log_freq = 50
   c.sampling.batch_size = 36
+  c.sampling.S_churn = 10.0
   c.sampling.inpaint_split = "train"
   c.eval.bpd_split = "train"
   c.eval.after_training = "mnist"
