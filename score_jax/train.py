@@ -120,8 +120,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                   disable=not is_main, dynamic_ncols=True)
   for step in range(start, t.n_iters):
     host = next(batches)
-    batch = {"image": sharding.global_batch(host["image"], batch_sharding, t.batch_size)}
+    batch = sharding.global_batch(host["image"], batch_sharding, t.batch_size)
     if needs_labels:
+      batch = {"image": batch}
       lab = host["label"]
       if lab.min() < 0 or lab.max() >= method.label_dim:
         raise ValueError(f"config.model.label_dim={method.label_dim} needs class labels in "
