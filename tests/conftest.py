@@ -15,6 +15,20 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(ROOT, ".pytest_cache", "jax_compilation_cache"))
 
 
+def subprocess_env(devices, peers=False):
+  """Environment for a JAX subprocess on `devices` CPU devices.
+
+  peers=True for one process of several: the compilation cache is left out. JAX writes it
+  from process 0 only and keys it by device, so process 0 would load what its peers compile
+  and run ahead of them; Gloo waits a fixed 30 s for a peer at a collective, then aborts.
+  """
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  if peers:
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  return env
+
+
 def tiny_config(**overrides):
   """ncsnv2_mnist shrunk so a train step compiles and runs in seconds on one CPU core."""
   from configs import ncsnv2_mnist

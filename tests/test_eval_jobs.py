@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, subprocess_env
 
 CONFIG = os.path.join(ROOT, "tests", "tiny_mnist_config.py")
 # MNIST features (no Inception download); 6 shards of 8 samples, slow enough to be killed
@@ -26,12 +26,6 @@ def main_cmd(workdir, *flags):
           f"--workdir={workdir}", *flags]
 
 
-def env_with(devices):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return env
-
-
 def finish(cmd, env):
   out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -42,7 +36,7 @@ def finish(cmd, env):
 def trained(tmp_path_factory):
   wd = str(tmp_path_factory.mktemp("eval_jobs") / "trained")
   finish(main_cmd(wd, "--mode=train", "--config.training.snapshot_sampling=False"),
-         env_with(1))
+         subprocess_env(1))
   return wd
 
 
@@ -58,12 +52,12 @@ def result_of(workdir):
 
 def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, tmp_path):
   whole = copy_of(trained, tmp_path / "whole")
-  finish(main_cmd(whole, *EVAL_FLAGS), env_with(1))
+  finish(main_cmd(whole, *EVAL_FLAGS), subprocess_env(1))
 
   killed = copy_of(trained, tmp_path / "killed")
   (tag,) = os.listdir(os.path.join(whole, "eval", "4"))  # the same settings: the same tag
   shards = os.path.join(killed, "eval", "4", tag, "seed0")
-  proc = subprocess.Popen(main_cmd(killed, *EVAL_FLAGS), cwd=ROOT, env=env_with(1),
+  proc = subprocess.Popen(main_cmd(killed, *EVAL_FLAGS), cwd=ROOT, env=subprocess_env(1),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
   while not os.path.exists(os.path.join(shards, "shard_00001.npz")):
@@ -74,13 +68,13 @@ def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, 
   done = sorted(f for f in os.listdir(shards) if f.endswith(".npz") and ".tmp" not in f)
   assert 2 <= len(done) < 6 and not os.path.exists(os.path.join(killed, "eval", "4.json"))
 
-  out = finish(main_cmd(killed, *EVAL_FLAGS), env_with(1))
+  out = finish(main_cmd(killed, *EVAL_FLAGS), subprocess_env(1))
   assert f"{len(done)} of 6 shards done" in out.stdout
   a, b = result_of(whole), result_of(killed)
   for key in ("fid", "is_mean", "is_std", "kid_mean", "weights_sha256", "ref_sha256"):
     assert a[key] == b[key], key
   # Other sampler settings: other shards, nothing resumed from these.
-  out = finish(main_cmd(killed, *EVAL_FLAGS, "--config.sampling.n_steps_each=11"), env_with(1))
+  out = finish(main_cmd(killed, *EVAL_FLAGS, "--config.sampling.n_steps_each=11"), subprocess_env(1))
   assert "shards done" not in out.stdout and len(os.listdir(os.path.join(killed, "eval", "4"))) == 2
 
 
@@ -93,13 +87,13 @@ def test_eval_on_two_processes_of_four_devices_matches_one_device(trained, tmp_p
   procs = [subprocess.Popen(
       main_cmd(multi, *EVAL_FLAGS, f"--coordinator_address=127.0.0.1:{port}",
                "--num_processes=2", f"--process_id={i}"),
-      cwd=ROOT, env=env_with(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      cwd=ROOT, env=subprocess_env(4, peers=True), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   for i, p in enumerate(procs):
     _, err = p.communicate(timeout=900)
     assert p.returncode == 0, f"process {i}: {err[-3000:]}"
   # The single-device reference runs after the pair (Gloo waits 30 s at most for a peer).
-  finish(main_cmd(single, *EVAL_FLAGS), env_with(1))
+  finish(main_cmd(single, *EVAL_FLAGS), subprocess_env(1))
   a, b = result_of(single), result_of(multi)
   assert a["weights_sha256"] == b["weights_sha256"] and a["num_samples"] == b["num_samples"]
   # Each sample's noise depends on its id only; split over 8 devices the network's sums

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, subprocess_env
 from score_jax import checkpoints, generate, train
 
 WORKER = os.path.join(ROOT, "tests", "train_worker.py")
@@ -141,9 +141,7 @@ def _raise_priority():
 
 
 def run_worker(workdir, devices, extra=(), env_extra=None, priority=False):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
+  env = subprocess_env(devices, peers="--coordinator" in extra)
   env.update(env_extra or {})
   return subprocess.Popen([sys.executable, WORKER, "--workdir", workdir, *extra], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
