@@ -20,7 +20,9 @@ Multi-host: every host runs the same command; on TPU pods pass --distributed, el
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 import jax
 from absl import app, flags, logging
@@ -48,13 +50,41 @@ flags.mark_flags_as_required(["config"])
 # What a user can cause and fix: said in one line, without a traceback. Anything else is a
 # bug and keeps its traceback.
 _USER_ERRORS = (checkpoints.CheckpointMismatchError, convert.CheckpointMismatchError,
+                checkpoints.CorruptCheckpointError, checkpoints.NonFiniteError,
                 torch_pickle.UnsafePickleError,
                 FileNotFoundError, FileExistsError, ValueError)
+
+
+# Less than this cannot hold even a small model's checkpoint and samples.
+_MIN_FREE_BYTES = 64 << 20
+
+
+def check_writable(workdir: str) -> None:
+  """Raise ValueError when `workdir` (or the folder it will be made in) is read-only or its
+  disk full: said now, not after a run's work is done. Creates nothing."""
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--workdir={workdir!r}: {existing} is a file; expected a folder.")
+  # Tried, not os.access: root passes every permission check, and a read-only mount
+  # answers only to a write.
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir!r}: {existing} is not writable ({e.strerror}).") from e
+  free = shutil.disk_usage(existing).free
+  if free < _MIN_FREE_BYTES:
+    raise ValueError(f"--workdir={workdir!r}: the disk holding {existing} has {free} bytes "
+                     f"free; expected at least {_MIN_FREE_BYTES}.")
 
 
 def run(config, mode: str, workdir):
   if mode != "summary" and not workdir:
     raise ValueError(f"--workdir is required for --mode={mode}.")
+  if mode != "summary":
+    check_writable(workdir)
   if mode == "train":
     train.train_and_evaluate(config, workdir)
   elif mode == "sample":
@@ -87,6 +117,33 @@ def run(config, mode: str, workdir):
     print(f"Wrote step {step} of {path} to {workdir}/checkpoints; sample with --mode=sample.")
 
 
+def _one_line(e: BaseException) -> str:
+  # ml_collections wraps a KeyError in an AttributeError: the innermost message is the text.
+  while isinstance(e, BaseException) and len(e.args) == 1:
+    e = e.args[0]
+  return " ".join(str(e).split())
+
+
+def parse_flags(argv):
+  """absl's parse, with config errors (a missing config file, a misspelt --config.key, a
+  value of the wrong type) said in one line instead of a traceback."""
+  try:
+    rest = FLAGS(argv)
+    FLAGS.config.lock()  # a config file that failed to load raises on first use, here
+  except flags.Error as e:
+    print(f"error: {_one_line(e)}", file=sys.stderr)
+    sys.exit(2)
+  except OSError as e:
+    reason = [line.strip() for line in str(e.__cause__ or e).splitlines() if line.strip()]
+    print(f"error: --config cannot be loaded: {reason[-1]}", file=sys.stderr)
+    sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections' answer to an unknown key
+    print(f"error: a --config.* flag names no key of the config: {_one_line(e)}",
+          file=sys.stderr)
+    sys.exit(2)
+  return rest
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -109,4 +166,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
