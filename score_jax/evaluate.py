@@ -134,6 +134,10 @@ def after_training_config(config):
 def check_eval_config(config) -> int:
   """The number of shards; one-line errors for settings that cannot work."""
   e, s = config.eval, config.sampling
+  if s.batch_size % jax.device_count():
+    # Shards are whole global batches with per-sample keys; padding would change that.
+    raise ValueError(f"config.sampling.batch_size={s.batch_size} must be a multiple of the "
+                     f"{jax.device_count()} device(s) for --mode=eval.")
   if e.num_samples <= 0 or e.num_samples % s.batch_size:
     raise ValueError(f"config.eval.num_samples={e.num_samples} must be a positive multiple of "
                      f"config.sampling.batch_size={s.batch_size} (one global batch per shard, "

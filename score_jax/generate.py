@@ -319,7 +319,24 @@ def with_progress_bar(progress: LevelProgress, levels: int, desc: str, show: boo
 def _write(out_dir, name, grid_images, ncol, **arrays):
   os.makedirs(out_dir, exist_ok=True)
   images.save_grid(grid_images, os.path.join(out_dir, name + ".png"), ncol=ncol)
-  np.savez(os.path.join(out_dir, name + ".npz"), **arrays)
+  # Written whole, then renamed: a job killed mid-write leaves no truncated .npz.
+  tmp = os.path.join(out_dir, f".{name}.npz.tmp")
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, os.path.join(out_dir, name + ".npz"))
+
+
+def padded_batch(config):
+  """(config with sampling.batch_size rounded up to a multiple of the device count, the
+  asked-for batch size): sample the padded batch, keep the first rows."""
+  n = config.sampling.batch_size
+  padded = n + (-n % jax.device_count())
+  if padded == n:
+    return config, n
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.sampling.batch_size = padded
+  return config, n
 
 
 def sample(config, workdir: str) -> np.ndarray:
@@ -369,13 +386,16 @@ def sample(config, workdir: str) -> np.ndarray:
   progress = LevelProgress()
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   progressive = bool(s.progressive_ts) and sampler_name(config, method) == "ancestral"
-  sample_fn = jit_sample_fn(make_sample_fn(config, model, progress, batch_sharding,
+  padded, n = padded_batch(config)
+  sample_fn = jit_sample_fn(make_sample_fn(padded, model, progress, batch_sharding,
                                            method=method, progressive=progressive), mesh,
                             progressive)
   out = with_progress_bar(progress, progress_total(config, method), "sample", is_main,
                         lambda: jax.tree.map(sharding.to_host,
                                              sample_fn(state.ema_params, key)))
   samples, x0s = out if progressive else (out, None)
+  samples = samples[:n]
+  x0s = None if x0s is None else x0s[:, :n]
   if is_main:
     _write(out_dir, f"sample_{step}", samples, 0, samples=samples)
     if progressive:

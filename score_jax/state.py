@@ -51,12 +51,14 @@ def validate_config(config) -> None:
   noise.sigmas_from_config(config)  # raises on sigma_begin <= sigma_end and the like
   model = models.get_model(config)  # raises on unknown model names and image sizes
   n_dev = jax.device_count()
-  for name in ("training.batch_size", "sampling.batch_size"):
-    section, key = name.split(".")
-    value = config[section][key]
-    if value <= 0 or value % n_dev:
-      raise ValueError(f"config.{name}={value!r} must be a positive multiple of the "
-                       f"{n_dev} device(s) the batch is split over.")
+  t = config.training
+  if t.batch_size <= 0 or t.batch_size % n_dev:
+    raise ValueError(f"config.training.batch_size={t.batch_size!r} must be a positive "
+                     f"multiple of the {n_dev} device(s) the batch is split over.")
+  # Sampling pads its batch to a multiple of the device count (generate.padded_batch).
+  if config.sampling.batch_size <= 0:
+    raise ValueError(f"config.sampling.batch_size={config.sampling.batch_size!r} must be "
+                     "positive.")
   for section, name in (("training", "n_iters"), ("training", "snapshot_freq"),
                         ("training", "log_freq"), ("training", "keep_checkpoints"),
                         ("sampling", "n_steps_each"), ("sampling", "step_lr")):
