@@ -31,6 +31,8 @@ setup(
         # tfds.data_source reads prepared ArrayRecord files without TensorFlow; building
         # them (tfds build) needs it.
         "tfds": ["tensorflow-datasets>=4.9.3"],
-        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "tensorflow-datasets>=4.9.3"],
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "tensorflow-datasets>=4.9.3",
+                 "nbclient", "nbformat", "ipykernel"],  # tests/test_notebooks.py
+        "notebooks": ["jupyter", "huggingface_hub"],  # huggingface_hub: the DDPM download
     },
 )
