@@ -20,15 +20,14 @@ Multi-host: every host runs the same command; on TPU pods pass --distributed, el
 """
 
 import os
-import shutil
 import sys
-import tempfile
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import calibrate, checkpoints, convert, data, evaluate, generate, summary, train
+from score_jax import (calibrate, checkpoints, convert, data, evaluate, generate, summary,
+                       train, workdirs)
 from score_jax.importers import diffusers_unet, edm_pkl, torch_pickle
 
 FLAGS = flags.FLAGS
@@ -55,36 +54,11 @@ _USER_ERRORS = (checkpoints.CheckpointMismatchError, convert.CheckpointMismatchE
                 FileNotFoundError, FileExistsError, ValueError)
 
 
-# Less than this cannot hold even a small model's checkpoint and samples.
-_MIN_FREE_BYTES = 64 << 20
-
-
-def check_writable(workdir: str) -> None:
-  """Raise ValueError when `workdir` (or the folder it will be made in) is read-only or its
-  disk full: said now, not after a run's work is done. Creates nothing."""
-  existing = os.path.abspath(workdir)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing):
-    raise ValueError(f"--workdir={workdir!r}: {existing} is a file; expected a folder.")
-  # Tried, not os.access: root passes every permission check, and a read-only mount
-  # answers only to a write.
-  try:
-    with tempfile.TemporaryFile(dir=existing):
-      pass
-  except OSError as e:
-    raise ValueError(f"--workdir={workdir!r}: {existing} is not writable ({e.strerror}).") from e
-  free = shutil.disk_usage(existing).free
-  if free < _MIN_FREE_BYTES:
-    raise ValueError(f"--workdir={workdir!r}: the disk holding {existing} has {free} bytes "
-                     f"free; expected at least {_MIN_FREE_BYTES}.")
-
-
 def run(config, mode: str, workdir):
   if mode != "summary" and not workdir:
     raise ValueError(f"--workdir is required for --mode={mode}.")
   if mode != "summary":
-    check_writable(workdir)
+    workdirs.check_writable(workdir)
   if mode == "train":
     train.train_and_evaluate(config, workdir)
   elif mode == "sample":
@@ -162,7 +136,12 @@ def main(argv):
     run(FLAGS.config, FLAGS.mode, FLAGS.workdir)
   except _USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # After a failed checkpoint read, tensorstore's threads print "Event loop is closed"
+    # tracebacks while the interpreter shuts down under them. The error is said and every
+    # save was finished before it was raised (train.py waits): nothing is left to run.
+    os._exit(1)
 
 
 if __name__ == "__main__":

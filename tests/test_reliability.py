@@ -40,18 +40,19 @@ def assert_one_line_error(out, match):
 
 # ---- kill -9 and SIGTERM ----------------------------------------------------------------
 
-def test_killed_three_times_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
-  settings = ("training.n_iters=8", "training.snapshot_freq=2", "training.log_freq=1",
+def test_killed_twice_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+  settings = ("training.n_iters=6", "training.snapshot_freq=2", "training.log_freq=1",
               "training.snapshot_sampling=False", "training.keep_checkpoints=2")
   lines = []
-  diff = kill_resume.kill_and_compare(TINY, str(tmp_path), 3, settings,
+  # Kill 1 lands in a checkpoint write, kill 2 at a random moment after a step.
+  diff = kill_resume.kill_and_compare(TINY, str(tmp_path), 2, settings,
                                       env=subprocess_env(1), report=lines.append)
   assert diff == [], lines
   assert any("during a checkpoint write" in l for l in lines), lines
   # The killed run's log has each step once, and no save left a tmp folder behind.
   steps = [int(l.split('"step": ')[1].split(",")[0])
            for l in open(tmp_path / "killed" / "metrics.jsonl")]
-  assert steps == list(range(1, 9))
+  assert steps == list(range(1, 7))
   assert not [n for n in os.listdir(tmp_path / "killed" / "checkpoints") if "tmp" in n]
 
 
@@ -173,7 +174,8 @@ def test_random_bytes_in_the_newest_checkpoint_are_not_sampled_from(trained, tmp
   _random_bytes(os.path.join(wd, "checkpoints", "4"))
   out = main_run(f"--config={TINY}", "--mode=sample", f"--workdir={wd}")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "differ from their checksums" in out.stderr
+  # Where the bytes land decides which check sees them: the checksums, or the reader.
+  assert "checkpoints/4" in out.stderr and "trying the previous checkpoint" in out.stderr
   samples = glob.glob(os.path.join(wd, "samples", "*.npz"))
   assert [os.path.basename(p) for p in samples] == ["sample_2.npz"]
   assert np.isfinite(np.load(samples[0])["samples"]).all()
@@ -222,8 +224,7 @@ def test_bad_input_is_one_line_and_leaves_the_workdir_empty(tmp_path, args, matc
 
 
 def test_an_unwritable_or_full_workdir_is_refused_before_work(tmp_path, monkeypatch):
-  sys.path.insert(0, ROOT)
-  import main  # pylint: disable=g-import-not-at-top
+  from score_jax import workdirs  # pylint: disable=g-import-not-at-top
   parent = tmp_path / "ro"
   parent.mkdir()
   mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(parent)],
@@ -234,15 +235,15 @@ def test_an_unwritable_or_full_workdir_is_refused_before_work(tmp_path, monkeypa
         pytest.skip("root without mount: no way to make a read-only folder here")
       parent.chmod(0o555)
     with pytest.raises(ValueError, match="is not writable"):
-      main.check_writable(str(parent / "wd"))
+      workdirs.check_writable(str(parent / "wd"))
   finally:
     if mounted:
       subprocess.run(["umount", str(parent)], check=True)
     parent.chmod(0o755)
   usage = shutil.disk_usage(tmp_path)
-  monkeypatch.setattr(main.shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
+  monkeypatch.setattr(workdirs.shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
   with pytest.raises(ValueError, match="1048576 bytes free"):
-    main.check_writable(str(tmp_path / "wd"))
+    workdirs.check_writable(str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
 
 
