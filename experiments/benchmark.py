@@ -8,7 +8,18 @@
   python experiments/benchmark.py --config=configs/edm_cifar10_ddpmpp.py \
       --config.training.batch_size=16 --config.sampling.batch_size=16
 
-Prints one table: compile times (s), train steps/s and images/s, and sampler steps/s and
+Against the official NCSNv2 PyTorch code (a checkout of ermongroup/ncsnv2; torch needed):
+
+  python experiments/benchmark.py --official=PATH/TO/ncsnv2 --json=speed.json
+
+runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 (`--shapes`),
+train step and sampler step, each measurement in its own child process with the same thread
+count, ours and theirs alternating for `--rounds` rounds (the best of each kept), and prints
+steps/s, the ratio, compile time (ours) and peak resident memory of the process. `--json`
+writes the same as a list of records (name, job, ours_steps_per_s, official_steps_per_s,
+ratio, ...). Without `--official` the records carry our numbers only.
+
+Without --official: one table of compile times (s), train steps/s and images/s, and sampler steps/s and
 images*steps/s (annealed Langevin for NCSN/NCSNv2, ancestral for DDPM, EDM's Heun sampler
 for EDM, where a step is one network call), on random data of
 the config's shape over all local devices, and for RefineNets the CRP's max pooling (value
@@ -34,14 +45,23 @@ from score_jax import generate, sharding, train  # pylint: disable=g-import-not-
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Config file (the single-config table).",
+                                lock_config=True)
+flags.DEFINE_string("official", None, "A checkout of ermongroup/ncsnv2: measure it side by "
+                    "side with ours on --shapes.")
+flags.DEFINE_string("json", None, "Also write the side-by-side records to this JSON file.")
+flags.DEFINE_list("shapes", ["ncsnv2_cifar10_ngf32_b16", "ncsnv2_cifar10_ngf128_b8"],
+                  "Side-by-side shapes: ncsnv2_cifar10_ngf<N>_b<B>.")
+flags.DEFINE_integer("rounds", 3, "Side by side: alternating rounds; the best of each kept.")
+flags.DEFINE_integer("threads", 0, "Side by side: torch's threads (0: every core, as XLA:CPU "
+                     "uses).")
+flags.DEFINE_string("child", None, "Internal: one side-by-side measurement (JSON spec).")
 flags.DEFINE_integer("train_steps", 10, "Timed train steps (after one compile step).")
 flags.DEFINE_integer("sample_levels", 4, "Noise levels the timed Langevin sampler runs (of L); "
                      "for DDPM, the steps of the timed ancestral chain.")
 flags.DEFINE_integer("repeats", 2, "Timed sampler runs.")
 flags.DEFINE_integer("data_size", 0, "Also time the input pipeline (decode, shorter side + "
                      "centre crop, flip) on JPEG and PNG files of this size; 0: skip.")
-flags.mark_flag_as_required("config")
 
 
 def _timed(fn, *args):
@@ -185,8 +205,205 @@ def format_table(results: dict) -> str:
   return "\n".join(rows)
 
 
+# ---- side by side with the official NCSNv2 code -----------------------------------------
+
+def parse_shape(name: str) -> dict:
+  """'ncsnv2_cifar10_ngf32_b16' -> {'ngf': 32, 'batch': 16}."""
+  prefix = "ncsnv2_cifar10_ngf"
+  try:
+    ngf, batch = name[len(prefix):].split("_b")
+    if not name.startswith(prefix):
+      raise ValueError(name)
+    return {"ngf": int(ngf), "batch": int(batch)}
+  except ValueError as e:
+    raise ValueError(f"--shapes entry {name!r}; expected ncsnv2_cifar10_ngf<N>_b<B>, e.g. "
+                     "ncsnv2_cifar10_ngf32_b16.") from e
+
+
+def shape_config(shape: dict):
+  from configs import ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
+  c = ncsnv2_cifar10.get_config()
+  c.model.ngf = shape["ngf"]
+  c.training.batch_size = c.sampling.batch_size = shape["batch"]
+  return c
+
+
+def measure_ours(shape: dict, job: str, steps: int) -> dict:
+  """Our train step (loss, Adam, EMA) or annealed-Langevin step, on this process's devices."""
+  config = shape_config(shape)
+  mesh = sharding.data_mesh()
+  model, tx, state = train.build(config, mesh)
+  key = jax.random.PRNGKey(0)
+  data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  b, size = shape["batch"], config.data.image_size
+  if job == "train":
+    batch = jax.device_put(np.random.default_rng(0).random((b, size, size, 3), np.float32), data)
+    fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+    t0 = time.perf_counter()
+    compiled = fn.lower(state, batch, key).compile()
+    compile_s = time.perf_counter() - t0
+    state, m = compiled(state, batch, key)
+    jax.block_until_ready(m)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, m = compiled(state, batch, key)
+    jax.block_until_ready(m)
+    return {"steps_per_s": steps / (time.perf_counter() - t0), "compile_s": compile_s}
+  # Sampler: `steps` Langevin steps as whole levels of n_steps_each.
+  levels = max(1, steps // config.sampling.n_steps_each)
+  with config.unlocked():
+    config.sampling.denoise = False
+  fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data,
+                                                      num_levels=levels), mesh)
+  t0 = time.perf_counter()
+  compiled = fn.lower(state.params, key).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(compiled(state.params, key))
+  t0 = time.perf_counter()
+  jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1)))
+  return {"steps_per_s": levels * config.sampling.n_steps_each / (time.perf_counter() - t0),
+          "compile_s": compile_s}
+
+
+def measure_official(path: str, shape: dict, job: str, steps: int) -> dict:
+  """The official code's own pieces: NCSNv2, anneal_dsm_score_estimation, its Adam and
+  EMAHelper for a train step (as runners/ncsn_runner.py does it), anneal_Langevin_dynamics
+  for sampling; float32 on the CPU."""
+  import types  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.abspath(path))
+  from losses import get_optimizer  # pylint: disable=g-import-not-at-top
+  from losses.dsm import anneal_dsm_score_estimation  # pylint: disable=g-import-not-at-top
+  from models import anneal_Langevin_dynamics, get_sigmas  # pylint: disable=g-import-not-at-top
+  from models.ema import EMAHelper  # pylint: disable=g-import-not-at-top
+  from models.ncsnv2 import NCSNv2  # pylint: disable=g-import-not-at-top
+  ours = shape_config(shape)
+  ns = lambda **kw: types.SimpleNamespace(**kw)
+  config = ns(
+      device=torch.device("cpu"),
+      data=ns(image_size=32, channels=3, logit_transform=False, rescaled=False),
+      model=ns(ngf=shape["ngf"], num_classes=ours.model.num_classes, sigma_dist="geometric",
+               sigma_begin=ours.model.sigma_begin, sigma_end=ours.model.sigma_end,
+               normalization="InstanceNorm++", nonlinearity="elu", ema_rate=0.999),
+      optim=ns(optimizer="Adam", lr=ours.optim.lr, weight_decay=0.0, beta1=0.9,
+               amsgrad=False, eps=1e-8))
+  torch.manual_seed(0)
+  score = NCSNv2(config)
+  sigmas = get_sigmas(config)
+  x = torch.rand(shape["batch"], 3, 32, 32)
+  if job == "train":
+    optimizer = get_optimizer(config, score.parameters())
+    ema = EMAHelper(mu=config.model.ema_rate)
+    ema.register(score)
+
+    def step():
+      loss = anneal_dsm_score_estimation(score, x, sigmas, None, 2.0)
+      optimizer.zero_grad()
+      loss.backward()
+      optimizer.step()
+      ema.update(score)
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      step()
+    return {"steps_per_s": steps / (time.perf_counter() - t0)}
+  levels = max(1, steps // ours.sampling.n_steps_each)
+  run = lambda: anneal_Langevin_dynamics(x, score, sigmas[:levels], ours.sampling.n_steps_each,
+                                         ours.sampling.step_lr, final_only=True, denoise=False)
+  run()
+  t0 = time.perf_counter()
+  run()
+  return {"steps_per_s": levels * ours.sampling.n_steps_each / (time.perf_counter() - t0)}
+
+
+def run_child(spec: dict) -> dict:
+  """One measurement in a fresh process, so that its peak memory is its own."""
+  import json  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child=" + json.dumps(spec)],
+                       capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(f"measurement {spec} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def child_main(spec: dict) -> None:
+  import json  # pylint: disable=g-import-not-at-top
+  import resource  # pylint: disable=g-import-not-at-top
+  if spec["impl"] == "ours":
+    r = measure_ours(parse_shape(spec["shape"]), spec["job"], spec["steps"])
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(spec["threads"] or os.cpu_count())
+    r = measure_official(spec["official"], parse_shape(spec["shape"]), spec["job"],
+                         spec["steps"])
+  r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(json.dumps(r))
+
+
+def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
+                 sample_steps: int) -> list:
+  """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, ours_compile_s,
+  ours_peak_rss_mb, official_peak_rss_mb}: ours and theirs alternate, best of `rounds`."""
+  for name in shapes:
+    parse_shape(name)
+  records = []
+  for name in shapes:
+    for job, steps in (("train", train_steps), ("sample", sample_steps)):
+      best = {"ours": None, "official": None}
+      for _ in range(rounds):
+        for impl in (("ours", "official") if official else ("ours",)):
+          r = run_child({"impl": impl, "shape": name, "job": job, "steps": steps,
+                         "threads": threads, "official": official})
+          if best[impl] is None or r["steps_per_s"] > best[impl]["steps_per_s"]:
+            best[impl] = r
+      o, t = best["ours"], best["official"]
+      records.append({
+          "name": name, "job": job,
+          "ours_steps_per_s": o["steps_per_s"],
+          "official_steps_per_s": t["steps_per_s"] if t else None,
+          "ratio": o["steps_per_s"] / t["steps_per_s"] if t else None,
+          "ours_compile_s": o["compile_s"],
+          "ours_peak_rss_mb": o["peak_rss_mb"],
+          "official_peak_rss_mb": t["peak_rss_mb"] if t else None,
+      })
+  return records
+
+
+def format_records(records: list) -> str:
+  head = (f"{'shape':<26} {'job':<6} {'ours/s':>8} {'official/s':>10} {'ratio':>6} "
+          f"{'compile s':>9} {'ours MB':>8} {'official MB':>11}")
+  fmt = lambda v, spec: "-" if v is None else format(v, spec)
+  rows = [head] + [
+      f"{r['name']:<26} {r['job']:<6} {r['ours_steps_per_s']:>8.3f} "
+      f"{fmt(r['official_steps_per_s'], '>10.3f')} {fmt(r['ratio'], '>6.2f')} "
+      f"{r['ours_compile_s']:>9.1f} {r['ours_peak_rss_mb']:>8.0f} "
+      f"{fmt(r['official_peak_rss_mb'], '>11.0f')}" for r in records]
+  return "\n".join(rows)
+
+
 def main(argv):
   del argv
+  import json  # pylint: disable=g-import-not-at-top
+  if FLAGS.child:
+    child_main(json.loads(FLAGS.child))
+    return
+  if FLAGS.official or FLAGS.json:
+    if FLAGS.official and not os.path.isfile(os.path.join(FLAGS.official, "models",
+                                                          "ncsnv2.py")):
+      raise app.UsageError(f"--official={FLAGS.official}: no models/ncsnv2.py there; expected "
+                           "a checkout of github.com/ermongroup/ncsnv2.")
+    records = side_by_side(FLAGS.shapes, FLAGS.official, FLAGS.rounds, FLAGS.threads,
+                           FLAGS.train_steps, FLAGS.sample_levels * 5)
+    print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores")
+    print(format_records(records))
+    if FLAGS.json:
+      with open(FLAGS.json, "w") as f:
+        json.dump(records, f, indent=1)
+    return
+  if FLAGS.config is None:
+    raise app.UsageError("--config is required (or --official / --json for the side-by-side "
+                         "table).")
   results = benchmark(FLAGS.config, FLAGS.train_steps, FLAGS.sample_levels, FLAGS.repeats)
   if FLAGS.data_size:
     for fmt in ("jpeg", "png"):

@@ -39,3 +39,18 @@ def test_input_pipeline_throughput_is_measured():
   for fmt in ("jpeg", "png"):
     rate = benchmark.data_throughput(fmt, size=32, n=8, batch=4, batches=2, threads=1)
     assert math.isfinite(rate) and rate > 0
+
+
+def test_side_by_side_shapes_records_and_table():
+  import pytest  # pylint: disable=g-import-not-at-top
+  assert benchmark.parse_shape("ncsnv2_cifar10_ngf128_b8") == {"ngf": 128, "batch": 8}
+  with pytest.raises(ValueError, match="ncsnv2_cifar10_ngf<N>_b<B>"):
+    benchmark.parse_shape("ncsnv2_cifar10_ngf32")
+  ours = benchmark.measure_ours({"ngf": 4, "batch": 2}, "sample", steps=5)
+  assert math.isfinite(ours["steps_per_s"]) and ours["steps_per_s"] > 0
+  records = [{"name": "ncsnv2_cifar10_ngf4_b2", "job": "sample",
+              "ours_steps_per_s": ours["steps_per_s"], "official_steps_per_s": None,
+              "ratio": None, "ours_compile_s": ours["compile_s"], "ours_peak_rss_mb": 700.0,
+              "official_peak_rss_mb": None}]
+  table = benchmark.format_records(records).splitlines()
+  assert len(table) == 2 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
