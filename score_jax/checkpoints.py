@@ -63,6 +63,13 @@ def _as_uint32(x):
   return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
+def leaf_finite(x) -> jax.Array:
+  """True when `x` holds no NaN or Inf (always for integer and boolean arrays)."""
+  x = jnp.asarray(x)
+  return (jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
+          else jnp.array(True))
+
+
 @jax.jit
 def _fingerprint(tree):
   """Per leaf: (sum of bits[i] * (2i + 1) mod 2**32, all finite).
@@ -74,9 +81,7 @@ def _fingerprint(tree):
   def one(x):
     bits = _as_uint32(x).ravel()
     weights = 2 * jnp.arange(bits.size, dtype=jnp.uint32) + 1
-    finite = (jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact)
-              else jnp.array(True))
-    return jnp.sum(bits * weights, dtype=jnp.uint32), finite
+    return jnp.sum(bits * weights, dtype=jnp.uint32), leaf_finite(x)
   return jax.tree.map(one, tree)
 
 

@@ -76,8 +76,7 @@ def make_train_step(config, model, tx) -> Callable:
     # lives there): the loop stops at the first step that made any of them NaN or Inf.
     finite = jnp.isfinite(loss)
     for leaf in jax.tree.leaves((params, opt_state)):
-      if jnp.issubdtype(leaf.dtype, jnp.inexact):
-        finite &= jnp.all(jnp.isfinite(leaf))
+      finite &= checkpoints.leaf_finite(leaf)
     return new_state, {"loss": loss, "lr": lr_fn(state.step), "finite": finite}
 
   return train_step
