@@ -132,8 +132,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def restore(self, step: int, state, data_iterator=None):
-    """The checkpoint at `step` restored into the structure and shardings of `state`, its
-    checksums verified. With `data_iterator` (a grain iterator), its position is restored in
+    """The checkpoint at `step` restored into the structure and shardings of `state` (arrays
+    or jax.ShapeDtypeStruct leaves, as `state.abstract_state` gives), its checksums verified. With `data_iterator` (a grain iterator), its position is restored in
     place too, when the checkpoint holds one (a converted checkpoint does not).
 
     Raises CorruptCheckpointError when it cannot be read or its arrays are not the ones saved.
@@ -175,8 +175,8 @@ class Checkpointer:
     return restored.state
 
   def restore_latest(self, state, data_iterator=None, quarantine: bool = False):
-    """The newest intact checkpoint restored into the structure and shardings of `state`,
-    or `state` itself when there is none. With `data_iterator` (a grain iterator), its
+    """The newest intact checkpoint restored into the structure and shardings of `state`
+    (arrays or jax.ShapeDtypeStruct leaves), or None when there is none. With `data_iterator` (a grain iterator), its
     position is restored in place too, when the checkpoint holds one (a converted checkpoint
     does not: the data stream then starts afresh).
 
@@ -196,7 +196,7 @@ class Checkpointer:
     if failures:
       raise CorruptCheckpointError(f"no intact checkpoint in {self.directory}: "
                                    + "; ".join(failures))
-    return state
+    return None
 
   def _quarantine(self, step: int) -> None:
     """Move a damaged step out of orbax's sight, keeping its files for inspection."""

@@ -183,9 +183,10 @@ def write_converted(config, workdir: str, to_params, step: int = 0) -> int:
   """Save converted weights as the TrainState of step `step` in a workdir without
   checkpoints; the one writer of every importer.
 
-  `to_params(target)` maps the weights onto `target` (the fresh state's params, which give
-  the shapes) and returns (params, ema or None); the EMA (the params when None) goes into
-  the optimizer's parameter EMA when the config keeps one, so `--mode=sample` uses it.
+  `to_params(target)` maps the weights onto `target` (the state's params as
+  jax.ShapeDtypeStruct leaves, which give the shapes) and returns (params, ema or None);
+  the EMA (the params when None) goes into the optimizer's parameter EMA when the config
+  keeps one, so `--mode=sample` uses it.
   Adam's moments start fresh. Nothing is created in the workdir before the weights have
   mapped without error.
   """
@@ -198,15 +199,19 @@ def write_converted(config, workdir: str, to_params, step: int = 0) -> int:
         f"{os.path.join(os.path.abspath(workdir), 'checkpoints')} already holds checkpoints "
         f"(newest step {existing}); convert into an empty --workdir so that nothing is "
         "overwritten.")
-  _, _, state = state_lib.build(config, sharding.data_mesh())
-  # The fresh state's params are the shape target: no second trace of the model.
-  params, ema = to_params(state.params)
-  put = lambda tree: jax.device_put(tree, state.step.sharding)
-  opt_state = state.opt_state
+  mesh = sharding.data_mesh()
+  _, tx, target = state_lib.abstract_state(config, mesh)
+  # Shapes are all the mapping needs: nothing is initialised (compiling `init` is slow).
+  params, ema = to_params(target.params)
+  replicated = target.step.sharding
+  put = lambda tree: jax.device_put(tree, replicated)
+  params = put(params)
+  # Fresh optimizer state (Adam's moments zero) from the converted weights.
+  opt_state = jax.jit(tx.init, out_shardings=replicated)(params)
   if optim.ema_of(opt_state) is not None:
     opt_state = optim.with_ema(opt_state, put(params if ema is None else ema))
-  state = state.replace(step=put(np.asarray(step, np.int32)), params=put(params),
-                        opt_state=opt_state)
+  state = state_lib.TrainState(step=put(np.asarray(step, np.int32)), params=params,
+                               opt_state=opt_state)
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
   ckpt.save(step, state)
   ckpt.wait()

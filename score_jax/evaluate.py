@@ -221,14 +221,14 @@ def evaluate(config, workdir: str, features_fn=None) -> dict:
   ref_path = ensure_reference(config, workdir, features_fn)
   ref = load_reference(ref_path, features_fn.dim)
   mesh = sharding.data_mesh()
-  model, _, fresh = state_lib.build(config, mesh)
+  model, _, target = state_lib.abstract_state(config, mesh)
   method = methods.get_method(config, model)
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   sample_fn = generate.jit_sample_fn(
       generate.make_sample_fn(config, model, batch_sharding=batch_sharding, method=method), mesh)
   sweep, result = {}, None
   for step in steps:
-    params = _restore_finite(ckpt, step, fresh)
+    params = _restore_finite(ckpt, step, target)
     runs = [_score_run(config, workdir, step, e.seed + r, params, sample_fn, features_fn, ref)
             for r in range(e.repeats)]
     result = _write_step_result(config, workdir, step, runs, params, method, ref_path)
@@ -288,8 +288,8 @@ def _score_run(config, workdir, step, seed, params, sample_fn, features_fn, ref)
   return run
 
 
-def _restore_finite(ckpt, step, fresh):
-  params = ckpt.restore(step, fresh).ema_params
+def _restore_finite(ckpt, step, target):
+  params = ckpt.restore(step, target).ema_params
   if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
     raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing "
                      "to score it.")
@@ -328,9 +328,9 @@ def evaluate_bpd(config, workdir: str) -> dict:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first (--mode=train) "
                             "or convert an official one.")
   mesh = sharding.data_mesh()
-  model, _, fresh = state_lib.build(config, mesh)
+  model, _, target = state_lib.abstract_state(config, mesh)
   method = methods.get_method(config, model)
-  params = _restore_finite(ckpt, step, fresh)
+  params = _restore_finite(ckpt, step, target)
   key = jax.random.PRNGKey(e.seed)
 
   def bound(params, x01, ids):

@@ -351,11 +351,11 @@ def sample(config, workdir: str) -> np.ndarray:
   mesh = sharding.data_mesh()
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints,
                                   create=False)
-  model, _, state = state_lib.build(config, mesh)
+  model, _, target = state_lib.abstract_state(config, mesh)
   if ckpt.latest_step() is None:
     raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
                             "(--mode=train) or convert an official one.")
-  state = ckpt.restore_latest(state)
+  state = ckpt.restore_latest(target)
   step = int(state.step)
   key = jax.random.fold_in(state_lib.rng_keys(config)["sample"], step)
   s = config.sampling

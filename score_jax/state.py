@@ -125,10 +125,29 @@ def build(config, mesh):
   """(model, tx, replicated fresh state) for a config on a mesh."""
   model = models.get_model(config)
   tx = optim.make_optimizer(config)
+  return model, tx, fresh_state(config, model, tx, mesh)
+
+
+def fresh_state(config, model, tx, mesh) -> TrainState:
+  """The initial TrainState, replicated on mesh."""
   # Initialised under jit straight into its replicated sharding: no host copy of the weights,
   # and every host of a pod computes the same values from the same key.
   init = jax.jit(lambda key: init_state(config, model, tx, key),
                  out_shardings=NamedSharding(mesh, P()))
-  return model, tx, init(rng_keys(config)["init"])
+  return init(rng_keys(config)["init"])
 
 
+def abstract_state(config, mesh):
+  """(model, tx, the TrainState as jax.ShapeDtypeStruct leaves, replicated on mesh).
+
+  The target of a restore: orbax reads the arrays straight into these shardings, so a run
+  that restores never compiles `init`, the slowest program of a small model to compile (one
+  threefry kernel per parameter: about 20 s on a 2-core CPU at any width).
+  """
+  model = models.get_model(config)
+  tx = optim.make_optimizer(config)
+  shapes = jax.eval_shape(lambda key: init_state(config, model, tx, key),
+                          rng_keys(config)["init"])
+  replicated = NamedSharding(mesh, P())
+  return model, tx, jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)

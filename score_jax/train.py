@@ -16,7 +16,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from score_jax import checkpoints, data, generate, images, methods, metrics, optim, sharding
 # The state and its construction live in `state`; re-exported for callers of round one.
-from score_jax.state import TrainState, build, init_state, rng_keys, validate_config  # pylint: disable=unused-import
+from score_jax.state import (TrainState, abstract_state, build, fresh_state, init_state,  # pylint: disable=unused-import
+                             rng_keys, validate_config)
 
 
 def accumulation_rounds(config) -> int:
@@ -134,8 +135,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   mesh = sharding.data_mesh()
   is_main = jax.process_index() == 0
   ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
-  model, tx, state = build(config, mesh)
-  state = ckpt.restore_latest(state, batches, quarantine=True)
+  model, tx, target = abstract_state(config, mesh)
+  state = ckpt.restore_latest(target, batches, quarantine=True)
+  if state is None:
+    state = fresh_state(config, model, tx, mesh)
   start = int(state.step)
   if start and is_main:
     print(f"Resuming from step {start} in {workdir}.")
