@@ -1,4 +1,6 @@
+import fcntl
 import os
+import shutil
 import sys
 
 import pytest
@@ -51,6 +53,37 @@ def tiny_config(**overrides):
     section, name = key.split(".")
     c[section][name] = value
   return c
+
+
+@pytest.fixture(scope="session")
+def shared(tmp_path_factory, worker_id):
+  """shared(name, make) -> path of a folder that `make(path)` fills once per test session.
+
+  Whichever xdist worker asks first makes it (under a file lock); the others wait and get the
+  same folder. For expensive inputs that several tests read but none changes (copy it to
+  change it). A failed `make` leaves no folder: the next caller tries again.
+  """
+  # xdist's workers share the parent of their base temp folders.
+  root = tmp_path_factory.getbasetemp()
+  if worker_id != "master":
+    root = root.parent
+
+  def get(name, make):
+    path = root / name
+    with open(root / (name + ".lock"), "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      if not (path / ".complete").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        try:
+          make(str(path))
+        except BaseException:
+          shutil.rmtree(path, ignore_errors=True)
+          raise
+        (path / ".complete").touch()
+    return str(path)
+
+  return get
 
 
 @pytest.fixture

@@ -32,12 +32,21 @@ def finish(cmd, env):
   return out
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  wd = str(tmp_path_factory.mktemp("eval_jobs") / "trained")
-  finish(main_cmd(wd, "--mode=train", "--config.training.snapshot_sampling=False"),
-         subprocess_env(1))
-  return wd
+@pytest.fixture
+def trained(shared):
+  """A tiny model trained 4 steps (made once per session; tests copy it)."""
+  def make(path):
+    finish(main_cmd(os.path.join(path, "wd"), "--mode=train",
+                    "--config.training.snapshot_sampling=False"), subprocess_env(1))
+  return os.path.join(shared("eval_jobs_trained", make), "wd")
+
+
+@pytest.fixture
+def whole(shared, trained):
+  """The uninterrupted one-device eval of `trained`: the reference of both tests."""
+  def make(path):
+    finish(main_cmd(copy_of(trained, os.path.join(path, "wd")), *EVAL_FLAGS), subprocess_env(1))
+  return os.path.join(shared("eval_jobs_whole", make), "wd")
 
 
 def copy_of(trained, dest):
@@ -50,10 +59,8 @@ def result_of(workdir):
     return json.load(f)
 
 
-def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, tmp_path):
-  whole = copy_of(trained, tmp_path / "whole")
-  finish(main_cmd(whole, *EVAL_FLAGS), subprocess_env(1))
-
+def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, whole,
+                                                                      tmp_path):
   killed = copy_of(trained, tmp_path / "killed")
   (tag,) = os.listdir(os.path.join(whole, "eval", "4"))  # the same settings: the same tag
   shards = os.path.join(killed, "eval", "4", tag, "seed0")
@@ -78,8 +85,9 @@ def test_eval_killed_during_generation_gives_the_uninterrupted_numbers(trained, 
   assert "shards done" not in out.stdout and len(os.listdir(os.path.join(killed, "eval", "4"))) == 2
 
 
-def test_eval_on_two_processes_of_four_devices_matches_one_device(trained, tmp_path):
-  single = copy_of(trained, tmp_path / "single")
+def test_eval_on_two_processes_of_four_devices_matches_one_device(trained, whole, tmp_path):
+  # `whole`, the one-device reference, is made first: a third process competing for the
+  # cores could hold one of the pair back past Gloo's fixed 30 s wait for a peer.
   multi = copy_of(trained, tmp_path / "multi")
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -92,9 +100,7 @@ def test_eval_on_two_processes_of_four_devices_matches_one_device(trained, tmp_p
   for i, p in enumerate(procs):
     _, err = p.communicate(timeout=900)
     assert p.returncode == 0, f"process {i}: {err[-3000:]}"
-  # The single-device reference runs after the pair (Gloo waits 30 s at most for a peer).
-  finish(main_cmd(single, *EVAL_FLAGS), subprocess_env(1))
-  a, b = result_of(single), result_of(multi)
+  a, b = result_of(whole), result_of(multi)
   assert a["weights_sha256"] == b["weights_sha256"] and a["num_samples"] == b["num_samples"]
   # Each sample's noise depends on its id only; split over 8 devices the network's sums
   # reassociate (samples within 2e-4), which can move a few uint8 pixels by one level.

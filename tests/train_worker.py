@@ -17,6 +17,8 @@ def main():
   p.add_argument("--coordinator", default=None)
   p.add_argument("--num_processes", type=int, default=1)
   p.add_argument("--process_id", type=int, default=0)
+  # Which sampling jobs follow training; each is one more program to compile.
+  p.add_argument("--samples", default="sample,inpainting,interpolation")
   args = p.parse_args()
   import jax
   if args.coordinator:
@@ -24,13 +26,17 @@ def main():
   from conftest import tiny_config
   from score_jax import generate, train
   c = tiny_config(**{"training.n_iters": args.n_iters, "training.batch_size": 8,
-                     "training.snapshot_sampling": True,
+                     "training.snapshot_sampling": False,
                      "training.snapshot_freq": args.n_iters})
   train.train_and_evaluate(c, args.workdir)
-  generate.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
+  jobs = args.samples.split(",") if args.samples else []
+  if "sample" in jobs:
+    generate.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
   # inpaint_<n>.npz: 2 rows x 4 completions; interpolation_<n>.npz: 1 row of 9, padded to
   # one row per device.
   for mode in ("inpainting", "interpolation"):
+    if mode not in jobs:
+      continue
     with c.unlocked():
       c.sampling[mode] = True
     generate.sample(c, args.workdir)
