@@ -66,6 +66,28 @@ def test_frechet_distance_matches_pytorch_fid():
   mu2, s2 = np.mean(d["feat_features2"], axis=0), np.cov(d["feat_features2"], rowvar=False)
   fid = metrics.frechet_distance(mu1, s1, mu2, s2)
   assert fid == pytest.approx(float(d["feat_fid_exact"]), rel=1e-6)
+  assert fid == pytest.approx(float(d["feat_fid"]), rel=1e-6)
+  # Full-rank 2048-d: diagonal plus rank 16.
+  lr = [(d[f"lr_mu{j}"].astype(np.float64),
+         np.diag(d[f"lr_d{j}"].astype(np.float64))
+         + d[f"lr_U{j}"].astype(np.float64) @ d[f"lr_U{j}"].astype(np.float64).T)
+        for j in (1, 2)]
+  assert metrics.frechet_distance(*lr[0], *lr[1]) == pytest.approx(float(d["lr_fid"]), rel=1e-9)
+  # pytorch-fid's own steps, on the small case (the 2048-d sqrtm takes 20 s).
+  assert metrics.frechet_distance(d["small_mu1"], d["small_sigma1"], d["small_mu2"],
+                                  d["small_sigma2"], method="pytorch_fid") == pytest.approx(
+                                      float(d["small_fid"]), rel=1e-12)
+  not_psd = np.diag(np.r_[np.ones(63), -1.0])
+  with pytest.raises(ValueError, match="sigma1 is not a covariance matrix.*its eigenvalue -1"):
+    metrics.frechet_distance(d["small_mu1"], not_psd, d["small_mu2"], d["small_sigma2"])
+  with pytest.raises(ValueError, match="sigma2 is not a covariance matrix"):
+    metrics.frechet_distance(d["small_mu1"], d["small_sigma1"], d["small_mu2"], not_psd)
+  with pytest.raises(ValueError, match="not symmetric"):
+    metrics.frechet_distance(d["small_mu1"], np.triu(d["small_sigma1"]), d["small_mu2"],
+                             d["small_sigma2"])
+  with pytest.raises(ValueError, match="expected 'eigh' or 'pytorch_fid'"):
+    metrics.frechet_distance(d["small_mu1"], d["small_sigma1"], d["small_mu2"],
+                             d["small_sigma2"], method="svd")
   with pytest.raises(ValueError, match="different dimensions"):
     metrics.frechet_distance(mu1[:10], s1[:10, :10], mu2, s2)
 
