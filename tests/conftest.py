@@ -87,6 +87,17 @@ def shared(tmp_path_factory, worker_id):
 
 
 @pytest.fixture
+def tiny_trained(shared):
+  """The workdir of a tiny run (tiny_config, no snapshot sampling) with checkpoints at
+  steps 2 and 4, made once per session: copy it to change it."""
+  def make(path):
+    from score_jax import train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(tiny_config(**{"training.snapshot_sampling": False}),
+                             os.path.join(path, "wd"))
+  return os.path.join(shared("tiny_trained", make), "wd")
+
+
+@pytest.fixture
 def tiny():
   return tiny_config
 

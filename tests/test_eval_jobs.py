@@ -33,12 +33,9 @@ def finish(cmd, env):
 
 
 @pytest.fixture
-def trained(shared):
-  """A tiny model trained 4 steps (made once per session; tests copy it)."""
-  def make(path):
-    finish(main_cmd(os.path.join(path, "wd"), "--mode=train",
-                    "--config.training.snapshot_sampling=False"), subprocess_env(1))
-  return os.path.join(shared("eval_jobs_trained", make), "wd")
+def trained(tiny_trained):
+  """tests/tiny_mnist_config.py trained 4 steps (shared: the tests copy it)."""
+  return tiny_trained
 
 
 @pytest.fixture

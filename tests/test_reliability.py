@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURES, ROOT, subprocess_env
 from experiments import kill_resume
 from score_jax import checkpoints, sharding
-from score_jax.state import build
+from score_jax.state import abstract_state, build
 
 TINY = os.path.join(ROOT, "tests", "tiny_mnist_config.py")
 MAIN = os.path.join(ROOT, "main.py")
@@ -94,9 +94,9 @@ def test_a_diverging_run_stops_and_writes_no_nonfinite_checkpoint(tmp_path, tiny
   bad_step = int(out.stderr.split("non-finite at step ")[1].split()[0])
   ckpt = checkpoints.Checkpointer(wd, tiny(), create=False)
   assert all(s < bad_step for s in ckpt.all_steps())
-  _, _, fresh = build(tiny(), sharding.data_mesh())
+  _, _, target = abstract_state(tiny(), sharding.data_mesh())
   for step in ckpt.all_steps():  # every one restores, checksums and finiteness verified
-    ckpt.restore(step, fresh)
+    ckpt.restore(step, target)
 
 
 def test_save_refuses_nonfinite_state(tmp_path, tiny):
@@ -112,14 +112,10 @@ def test_save_refuses_nonfinite_state(tmp_path, tiny):
 
 # ---- damaged checkpoints ----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A tiny run with checkpoints at steps 2 and 4."""
-  from conftest import tiny_config
-  from score_jax import train
-  wd = str(tmp_path_factory.mktemp("trained") / "run")
-  train.train_and_evaluate(tiny_config(**{"training.snapshot_sampling": False}), wd)
-  return wd
+@pytest.fixture
+def trained(tiny_trained):
+  """A tiny run with checkpoints at steps 2 and 4 (shared: the tests copy it)."""
+  return tiny_trained
 
 
 def _largest_file(step_dir):
@@ -157,11 +153,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
   wd = str(tmp_path / "run")
   shutil.copytree(trained, wd)
   damage(os.path.join(wd, "checkpoints", "4"))
-  _, _, fresh = build(tiny(), sharding.data_mesh())
+  _, _, target = abstract_state(tiny(), sharding.data_mesh())
   ckpt = checkpoints.Checkpointer(wd, tiny())
   with pytest.raises(checkpoints.CorruptCheckpointError, match="checkpoints/4"):
-    ckpt.restore(4, fresh)
-  state = ckpt.restore_latest(fresh, quarantine=True)
+    ckpt.restore(4, target)
+  state = ckpt.restore_latest(target, quarantine=True)
   assert int(state.step) == 2
   assert "trying the previous checkpoint" in capfd.readouterr().err
   # Moved aside, not deleted: training will write step 4 again.

@@ -177,8 +177,8 @@ def test_main_converts_a_diffusers_folder_and_samples_from_it(tmp_path):
   from configs import ddpm_cifar10
   c = ddpm_cifar10.get_config()
   c.model.ch, c.model.ch_mult, c.model.num_groups, c.model.dropout = 16, (1, 2, 2, 2), 8, 0.0
-  _, _, state = train.build(c, sharding.data_mesh())
-  state = checkpoints.Checkpointer(wd, c).restore_latest(state)
+  _, _, target = train.abstract_state(c, sharding.data_mesh())
+  state = checkpoints.Checkpointer(wd, c).restore_latest(target)
   model, variables = importers.load_diffusers_unet(folder)
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3))
   np.testing.assert_array_equal(model.apply({"params": state.ema_params}, x, jnp.array([5])),
