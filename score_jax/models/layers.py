@@ -213,11 +213,19 @@ def _pad_hw(x, value):
   return jnp.pad(x, ((0, 0), (_HALF, _HALF), (_HALF, _HALF), (0, 0)), constant_values=value)
 
 
-@jax.custom_vjp
 def max_pool5(x):
-  """5x5 max pooling, stride 1, 'same' size, for x of shape [B, H, W, C].
+  """5x5 max pooling, stride 1, 'same' size, for x of shape [B, H, W, C]: `nn.max_pool`,
+  with a CPU-only gradient rule (`_max_pool5_cpu`); other platforms run XLA's own."""
+  return jax.lax.platform_dependent(x, cpu=_max_pool5_cpu, default=_max_pool5_xla)
 
-  Same values and the same gradient as `nn.max_pool` (each window's gradient goes to its
+
+def _max_pool5_xla(x):
+  return nn.max_pool(x, (_POOL, _POOL), strides=(1, 1), padding=((_HALF, _HALF),) * 2)
+
+
+@jax.custom_vjp
+def _max_pool5_cpu(x):
+  """Same values and the same gradient as `nn.max_pool` (each window's gradient goes to its
   first maximum in row-major order, as XLA's select-and-scatter and torch's max_pool2d
   do), but XLA on CPU runs select-and-scatter element by element: in the MNIST train step
   it took 29% of the time. Here the forward is two separable passes of shifted maxima and
@@ -255,7 +263,7 @@ def _max_pool5_bwd(res, g):
   return (gx,)
 
 
-max_pool5.defvjp(_max_pool5_fwd, _max_pool5_bwd)
+_max_pool5_cpu.defvjp(_max_pool5_fwd, _max_pool5_bwd)
 
 
 def _avg_pool5(x):
