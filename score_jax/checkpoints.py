@@ -133,8 +133,9 @@ class Checkpointer:
 
   def restore(self, step: int, state, data_iterator=None):
     """The checkpoint at `step` restored into the structure and shardings of `state` (arrays
-    or jax.ShapeDtypeStruct leaves, as `state.abstract_state` gives), its checksums verified. With `data_iterator` (a grain iterator), its position is restored in
-    place too, when the checkpoint holds one (a converted checkpoint does not).
+    or jax.ShapeDtypeStruct leaves, as `state.abstract_state` gives), its checksums
+    verified. With `data_iterator` (a grain iterator), its position is restored in place
+    too, when the checkpoint holds one (a converted checkpoint does not).
 
     Raises CorruptCheckpointError when it cannot be read or its arrays are not the ones saved.
     """

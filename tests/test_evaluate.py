@@ -4,6 +4,7 @@ network on random weights (the real file cannot be downloaded here)."""
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from score_jax import evaluate, train
+from score_jax import evaluate
 
 pytest.importorskip("torch")
 
@@ -34,12 +35,12 @@ def eval_config(tiny, inception_pth, ref, **overrides):
   return c
 
 
-def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_pth):
+def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_pth,
+                                                    tiny_trained):
   wd = str(tmp_path / "run")
+  shutil.copytree(tiny_trained, wd)  # checkpoints at steps 2 and 4
   ref = str(tmp_path / "ref.npz")
-  c = eval_config(tiny, inception_pth, ref, **{"training.n_iters": 2,
-                                               "training.snapshot_sampling": False})
-  train.train_and_evaluate(c, wd)
+  c = eval_config(tiny, inception_pth, ref, **{"training.snapshot_sampling": False})
   stats = evaluate.reference_statistics(c, ref)
   assert stats["mu"].shape == (2048,) and stats["features"].shape == (24, 2048)
   with np.load(ref) as f:  # what pytorch-fid and EDM's fid.py read
@@ -48,11 +49,11 @@ def test_eval_is_resumable_and_writes_its_provenance(tmp_path, tiny, inception_p
   first = evaluate.evaluate(c, wd)
   assert first["num_samples"] == 16 and np.isfinite(first["fid"]) and first["fid"] > 0
   assert np.isfinite(first["is_mean"]) and np.isfinite(first["kid_mean"])
-  (tag,) = os.listdir(os.path.join(wd, "eval", "2"))
-  shard_dir = os.path.join(wd, "eval", "2", tag, "seed0")
+  (tag,) = os.listdir(os.path.join(wd, "eval", "4"))
+  shard_dir = os.path.join(wd, "eval", "4", tag, "seed0")
   shards = sorted(os.listdir(shard_dir))
   assert shards == ["shard_00000.npz", "shard_00001.npz"]
-  saved = json.load(open(os.path.join(wd, "eval", "2.json")))
+  saved = json.load(open(os.path.join(wd, "eval", "4.json")))
   assert saved["fid"] == first["fid"] and len(saved["weights_sha256"]) == 64
   assert saved["ref_sha256"] == evaluate.sha256_of_file(ref)
   assert saved["sampling"]["batch_size"] == 8 and saved["seed"] == 0
@@ -94,14 +95,14 @@ def test_reference_of_the_wrong_dimension_is_refused(tmp_path):
     evaluate.load_reference(str(tmp_path / "r.npz"), 2048)
 
 
-def test_sweep_over_checkpoints_and_repeats(tmp_path, tiny, inception_pth):
+def test_sweep_over_checkpoints_and_repeats(tmp_path, tiny, inception_pth, tiny_trained):
   wd = str(tmp_path / "run")
+  shutil.copytree(tiny_trained, wd)  # the run below: checkpoints at steps 2 and 4
   ref = str(tmp_path / "ref.npz")
   c = eval_config(tiny, inception_pth, ref, **{
       "training.n_iters": 4, "training.snapshot_freq": 2, "training.snapshot_sampling": False,
       "eval.num_samples": 8, "eval.checkpoints": "all", "eval.repeats": 2,
       "eval.kid_subset_size": 4})
-  train.train_and_evaluate(c, wd)
   evaluate.reference_statistics(c, ref)
   result = evaluate.evaluate(c, wd)
   assert sorted(result["sweep"]) == [2, 4]
