@@ -177,9 +177,10 @@ class Checkpointer:
 
   def restore_latest(self, state, data_iterator=None, quarantine: bool = False):
     """The newest intact checkpoint restored into the structure and shardings of `state`
-    (arrays or jax.ShapeDtypeStruct leaves), or None when there is none. With `data_iterator` (a grain iterator), its
-    position is restored in place too, when the checkpoint holds one (a converted checkpoint
-    does not: the data stream then starts afresh).
+    (arrays or jax.ShapeDtypeStruct leaves), or None when there is none. With
+    `data_iterator` (a grain iterator), its position is restored in place too, when the
+    checkpoint holds one (a converted checkpoint does not: the data stream then starts
+    afresh).
 
     A damaged checkpoint is skipped with a warning for the one before it; quarantine=True
     (training, which will save those steps again) moves it to `checkpoints_corrupt/` first.
