@@ -339,7 +339,7 @@ def evaluate_bpd(config, workdir: str) -> dict:
 
   rows = NamedSharding(mesh, P(sharding.DATA_AXIS))
   jitted = jax.jit(bound, in_shardings=(NamedSharding(mesh, P()), rows, rows),
-                   out_shardings=rows)
+                   out_shardings=rows, compiler_options=sharding.compiler_options(mesh))
   batch, n_shards = s.batch_size, -(-n // s.batch_size)
   tag = settings_tag(config, "bpd", e.bpd_split, e.seed)
   shard_dir = os.path.join(workdir, EVAL_DIR, str(step), "bpd", tag)

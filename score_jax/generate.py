@@ -237,7 +237,8 @@ def jit_sample_fn(sample_fn, mesh, progressive: bool = False):
   out = NamedSharding(mesh, P(sharding.DATA_AXIS))
   if progressive:
     out = (out, NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
-  return jax.jit(sample_fn, in_shardings=(repl, repl), out_shardings=out)
+  return jax.jit(sample_fn, in_shardings=(repl, repl), out_shardings=out,
+                 compiler_options=sharding.compiler_options(mesh))
 
 
 def _sharded_run(mesh, run, n: int):

@@ -6,6 +6,17 @@ from jax.sharding import Mesh, NamedSharding
 
 DATA_AXIS = "data"
 
+# XLA:CPU's own convolution emitter computes a 3x3 convolution's kernel gradient at about a
+# third of its forward speed (README, Speed). Handing dots, convolutions and reductions to
+# YNNPACK instead made the NCSNv2 CIFAR-10 train step 1.9x faster on a 2-core CPU, with
+# convolution outputs within 1.5e-6 (relative) of XLA's own and run-to-run bit-identical.
+# The option names a CPU-only field of XLA's DebugOptions: GPU and TPU programs are compiled
+# without it, as XLA would. (YNNPACK's separate convolution path was slower than XLA's.)
+_CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
+
 
 def data_mesh() -> Mesh:
   """A 1-D mesh over all devices (all hosts) with the axis 'data'.
@@ -15,6 +26,14 @@ def data_mesh() -> Mesh:
   """
   return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
                        axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def compiler_options(mesh: Mesh) -> dict | None:
+  """XLA options for a program run on mesh: the CPU ones above, None on other platforms.
+
+  Every jit of the training, sampling and evaluation paths passes them, so the platform a
+  program compiles for picks them, whatever XLA_FLAGS says."""
+  return dict(_CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == "cpu" else None
 
 
 def global_batch(local: np.ndarray, batch_sharding: NamedSharding, global_size: int):

@@ -88,7 +88,7 @@ def jit_train_step(train_step, mesh):
   repl = NamedSharding(mesh, P())
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
   return jax.jit(train_step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                 donate_argnums=0)
+                 donate_argnums=0, compiler_options=sharding.compiler_options(mesh))
 
 
 class _PreemptionWatch:

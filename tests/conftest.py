@@ -31,6 +31,15 @@ def subprocess_env(devices, peers=False):
   return env
 
 
+def compiled(fn):
+  """jax.jit(fn) with the compiler options of the library's own programs (on CPU: dots,
+  convolutions and reductions in YNNPACK), so that a comparison with an official output checks
+  the program training and sampling run."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from score_jax import sharding  # pylint: disable=g-import-not-at-top
+  return jax.jit(fn, compiler_options=sharding.compiler_options(sharding.data_mesh()))
+
+
 def tiny_config(**overrides):
   """ncsnv2_mnist shrunk so a train step compiles and runs in seconds on one CPU core."""
   from configs import ncsnv2_mnist

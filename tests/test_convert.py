@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, compiled
 from score_jax import checkpoints, convert, models, sharding, train
 
 NCSNV2 = "ncsnv2_cifar10_ngf8_seed0"
@@ -29,8 +29,8 @@ def rel_err(got, want):
 
 
 def nchw_output(config, variables, npz):
-  out = models.get_model(config).apply(variables, jnp.asarray(npz["x"].transpose(0, 2, 3, 1)),
-                                       jnp.asarray(npz["y"]))
+  out = compiled(models.get_model(config).apply)(
+      variables, jnp.asarray(npz["x"].transpose(0, 2, 3, 1)), jnp.asarray(npz["y"]))
   return np.asarray(out).transpose(0, 3, 1, 2)
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FIXTURES
+from conftest import FIXTURES, compiled
 from score_jax import losses, samplers, schedules
 from score_jax.convert import CheckpointMismatchError
 from score_jax.importers import diffusers_unet, load_diffusers_unet
@@ -37,7 +37,7 @@ def unet():
 def test_unet_matches_diffusers(unet):
   model, variables = unet
   d = np.load(os.path.join(DDPM, "ddpm_unet.npz"))
-  out = jax.jit(model.apply)(variables, nhwc(d["x"]), d["t"].astype(np.int32))
+  out = compiled(model.apply)(variables, nhwc(d["x"]), d["t"].astype(np.int32))
   assert out.shape == nhwc(d["expected"]).shape
   assert rel(out, nhwc(d["expected"])) < 1e-5
   assert sum(v.size for v in jax.tree.leaves(variables)) == 565_315
@@ -86,11 +86,7 @@ def test_missing_config_keys_take_the_class_defaults(tmp_path):
   model, _ = load_diffusers_unet(_copy_folder(tmp_path, edit_config=drop))
   assert model.attention_head_dim == 8  # diffusers' default: 32 channels -> 4 heads of 8
   # The google/ddpm-cifar10-32 config.json as published (no attention_head_dim key).
-  cfg = dict(diffusers_unet.UNET2D_DEFAULTS)
-  cfg.update(block_out_channels=[128, 256, 256, 256], down_block_types=[
-      "DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"], up_block_types=[
-          "UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"], downsample_padding=0,
-             flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, sample_size=32)
+  cfg = dict(diffusers_unet.UNET2D_DEFAULTS, **diffusers_unet.GOOGLE_DDPM_CIFAR10)
   kw = diffusers_unet.unet_kwargs(cfg)
   from score_jax.models.ddpm import DDPMUNet
   m = DDPMUNet(**kw)
@@ -260,7 +256,7 @@ def test_l_simple_and_its_gradients_match_diffusers(unet):
                                       tab.sqrt_one_minus_alphas_cumprod)
     return jnp.mean(per), per
 
-  (value, per), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+  (value, per), grads = compiled(jax.value_and_grad(loss, has_aux=True))(variables["params"])
   assert abs(float(value) - float(d["loss"])) / float(d["loss"]) < 1e-5
   np.testing.assert_allclose(per, d["loss_per_example"], rtol=1e-5)
   g_in = np.asarray(grads["conv_in"]["kernel"]).transpose(3, 2, 0, 1)  # HWIO -> OIHW

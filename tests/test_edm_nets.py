@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, compiled
 from score_jax import precond
 from score_jax.importers import edm_pkl, load_edm_pkl
 from score_jax.importers.torch_pickle import UnsafePickleError
@@ -36,7 +36,7 @@ def test_every_official_snapshot_gives_the_official_denoiser(path):
   z = np.load(path[:-4] + ".npz")
   model, variables = load_edm_pkl(path)
   labels = z["class_labels"] if "class_labels" in z.files else None
-  d = jax.jit(model.apply)(variables, nhwc(z["x"]), z["sigma"], labels)
+  d = compiled(model.apply)(variables, nhwc(z["x"]), z["sigma"], labels)
   assert_close_D(nchw(d), z["D"], z["sigma"])
 
 

@@ -1,7 +1,9 @@
-"""CRP max pooling's CPU-only gradient rule stays out of accelerator programs."""
+"""What the CPU backend gets (a max-pooling gradient rule, YNNPACK kernels) stays out of
+accelerator programs."""
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from score_jax.models import layers
 
@@ -17,3 +19,19 @@ def test_max_pool_cpu_rule_stays_out_of_accelerator_programs():
   assert "select_and_scatter" not in _grad_hlo(layers.max_pool5, x, "cpu")
   for platform in ("cuda", "tpu"):
     assert "select_and_scatter" in _grad_hlo(layers.max_pool5, x, platform), platform
+
+
+def test_cpu_programs_give_convolutions_to_ynnpack(tiny):
+  from types import SimpleNamespace
+  from score_jax import sharding, state, train
+  mesh = sharding.data_mesh()
+  c = tiny()
+  model, tx, target = state.abstract_state(c, mesh)
+  step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+  batch = jax.ShapeDtypeStruct((c.training.batch_size, 28, 28, 1), jnp.float32)
+  hlo = step.lower(target, batch, jax.random.PRNGKey(0)).compile().as_text()
+  assert "__ynn_fusion" in hlo
+  # Elsewhere XLA compiles as it would: no CPU option reaches a GPU or TPU program.
+  for platform in ("cuda", "tpu"):
+    fake = SimpleNamespace(devices=np.array([SimpleNamespace(platform=platform)]))
+    assert sharding.compiler_options(fake) is None
