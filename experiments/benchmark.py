@@ -8,16 +8,20 @@
   python experiments/benchmark.py --config=configs/edm_cifar10_ddpmpp.py \
       --config.training.batch_size=16 --config.sampling.batch_size=16
 
-Against the official NCSNv2 PyTorch code (a checkout of ermongroup/ncsnv2; torch needed):
+Against the official NCSNv2 PyTorch code (a checkout of ermongroup/ncsnv2; torch needed)
+and, for DDPM's CIFAR-10 U-Net, diffusers' UNet2DModel of the same size (when diffusers is
+installed):
 
   python experiments/benchmark.py --official=PATH/TO/ncsnv2 --json=speed.json
 
-runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 (`--shapes`),
-train step and sampler step, each measurement in its own child process with the same thread
+runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 and on the DDPM
+U-Net at batch 8 (`--shapes`), train step and sampler step, each measurement in its own child process with the same thread
 count, ours and theirs alternating for `--rounds` rounds (the best of each kept), and prints
 steps/s, the ratio, compile time (ours) and peak resident memory of the process. `--json`
 writes the same as a list of records (name, job, ours_steps_per_s, official_steps_per_s,
-ratio, ...). Without `--official` the records carry our numbers only.
+ratio, official, ...). Without `--official` the NCSNv2 records carry our numbers only. NCSNv2
+sampling records also carry the compile time of the whole Langevin sampler at L = 10 and
+L = 2311 (ours_compile_s_L10, ours_compile_s_L2311).
 
 Without --official: one table of compile times (s), train steps/s and images/s, and sampler steps/s and
 images*steps/s (annealed Langevin for NCSN/NCSNv2, ancestral for DDPM, EDM's Heun sampler
@@ -29,6 +33,7 @@ block on the results.
 
 import copy
 import os
+import re
 import sys
 import time
 
@@ -41,7 +46,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from score_jax import generate, sharding, train  # pylint: disable=g-import-not-at-top
+from score_jax import generate, models, sharding, train  # pylint: disable=g-import-not-at-top
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -50,8 +55,10 @@ config_flags.DEFINE_config_file("config", None, "Config file (the single-config 
 flags.DEFINE_string("official", None, "A checkout of ermongroup/ncsnv2: measure it side by "
                     "side with ours on --shapes.")
 flags.DEFINE_string("json", None, "Also write the side-by-side records to this JSON file.")
-flags.DEFINE_list("shapes", ["ncsnv2_cifar10_ngf32_b16", "ncsnv2_cifar10_ngf128_b8"],
-                  "Side-by-side shapes: ncsnv2_cifar10_ngf<N>_b<B>.")
+flags.DEFINE_list("shapes", ["ncsnv2_cifar10_ngf32_b16", "ncsnv2_cifar10_ngf128_b8",
+                            "ddpm_cifar10_b8"],
+                  "Side-by-side shapes: ncsnv2_cifar10_ngf<N>_b<B> (against --official) or "
+                  "ddpm_cifar10_b<B> (against diffusers' UNet2DModel, when installed).")
 flags.DEFINE_integer("rounds", 3, "Side by side: alternating rounds; the best of each kept.")
 flags.DEFINE_integer("threads", 0, "Side by side: torch's threads (0: every core, as XLA:CPU "
                      "uses).")
@@ -207,23 +214,27 @@ def format_table(results: dict) -> str:
 
 # ---- side by side with the official NCSNv2 code -----------------------------------------
 
+SHAPE_FORMS = "ncsnv2_cifar10_ngf<N>_b<B> or ddpm_cifar10_b<B>"
+
+
 def parse_shape(name: str) -> dict:
-  """'ncsnv2_cifar10_ngf32_b16' -> {'ngf': 32, 'batch': 16}."""
-  prefix = "ncsnv2_cifar10_ngf"
-  try:
-    ngf, batch = name[len(prefix):].split("_b")
-    if not name.startswith(prefix):
-      raise ValueError(name)
-    return {"ngf": int(ngf), "batch": int(batch)}
-  except ValueError as e:
-    raise ValueError(f"--shapes entry {name!r}; expected ncsnv2_cifar10_ngf<N>_b<B>, e.g. "
-                     "ncsnv2_cifar10_ngf32_b16.") from e
+  """'ncsnv2_cifar10_ngf32_b16' -> {'model': 'ncsnv2', 'ngf': 32, 'batch': 16};
+  'ddpm_cifar10_b8' -> {'model': 'ddpm', 'batch': 8} (DDPM's CIFAR-10 U-Net, 35.7M)."""
+  m = re.fullmatch(r"ncsnv2_cifar10_ngf(\d+)_b(\d+)", name)
+  if m:
+    return {"model": "ncsnv2", "ngf": int(m[1]), "batch": int(m[2])}
+  m = re.fullmatch(r"ddpm_cifar10_b(\d+)", name)
+  if m:
+    return {"model": "ddpm", "batch": int(m[1])}
+  raise ValueError(f"--shapes entry {name!r}; expected {SHAPE_FORMS}, e.g. "
+                   "ncsnv2_cifar10_ngf32_b16.")
 
 
 def shape_config(shape: dict):
-  from configs import ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
-  c = ncsnv2_cifar10.get_config()
-  c.model.ngf = shape["ngf"]
+  from configs import ddpm_cifar10, ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
+  c = (ddpm_cifar10 if shape["model"] == "ddpm" else ncsnv2_cifar10).get_config()
+  if shape["model"] == "ncsnv2":
+    c.model.ngf = shape["ngf"]
   c.training.batch_size = c.sampling.batch_size = shape["batch"]
   return c
 
@@ -249,20 +260,51 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
       state, m = compiled(state, batch, key)
     jax.block_until_ready(m)
     return {"steps_per_s": steps / (time.perf_counter() - t0), "compile_s": compile_s}
-  # Sampler: `steps` Langevin steps as whole levels of n_steps_each.
-  levels = max(1, steps // config.sampling.n_steps_each)
-  with config.unlocked():
-    config.sampling.denoise = False
-  fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data,
-                                                      num_levels=levels), mesh)
+  if shape["model"] == "ddpm":
+    # `steps` ancestral steps: the same network on a schedule of that length.
+    with config.unlocked():
+      config.diffusion.num_timesteps, config.sampling.progressive_ts = steps, ()
+    fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data),
+                                mesh)
+  else:
+    # `steps` Langevin steps as whole levels of n_steps_each.
+    levels = max(1, steps // config.sampling.n_steps_each)
+    steps = levels * config.sampling.n_steps_each
+    with config.unlocked():
+      config.sampling.denoise = False
+    fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data,
+                                                        num_levels=levels), mesh)
   t0 = time.perf_counter()
   compiled = fn.lower(state.params, key).compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(state.params, key))
   t0 = time.perf_counter()
   jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1)))
-  return {"steps_per_s": levels * config.sampling.n_steps_each / (time.perf_counter() - t0),
-          "compile_s": compile_s}
+  result = {"steps_per_s": steps / (time.perf_counter() - t0), "compile_s": compile_s}
+  if shape["model"] == "ncsnv2":
+    result.update(sampler_compile_by_levels(config, mesh, state.params))
+  return result
+
+
+# NCSNv2's extremes: 10 levels (a short test run) and 2,311 (its FFHQ and LSUN configs).
+COMPILE_LEVELS = (10, 2311)
+
+
+def sampler_compile_by_levels(config, mesh, params) -> dict:
+  """Seconds to compile the whole annealed Langevin sampler (with the final denoising step)
+  at each L of COMPILE_LEVELS: flat, since levels and steps are lax.scan loops."""
+  data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  out = {}
+  for levels in COMPILE_LEVELS:
+    c = copy.deepcopy(config)
+    with c.unlocked():
+      c.model.num_classes, c.sampling.denoise = levels, True
+    fn = generate.jit_sample_fn(generate.make_sample_fn(c, models.get_model(c),
+                                                        batch_sharding=data), mesh)
+    t0 = time.perf_counter()
+    fn.lower(params, jax.random.PRNGKey(0)).compile()
+    out[f"compile_s_L{levels}"] = time.perf_counter() - t0
+  return out
 
 
 def measure_official(path: str, shape: dict, job: str, steps: int) -> dict:
@@ -316,6 +358,60 @@ def measure_official(path: str, shape: dict, job: str, steps: int) -> dict:
   return {"steps_per_s": levels * ours.sampling.n_steps_each / (time.perf_counter() - t0)}
 
 
+def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
+  """diffusers' UNet2DModel of DDPM's CIFAR-10 size (google/ddpm-cifar10-32's config, one
+  attention head as the original and our config) as its train_unconditional.py example
+  trains it: epsilon MSE at a random t, Adam, gradient clipping at norm 1, EMAModel; sampling
+  is DDPMScheduler.step after each network call. float32 on the CPU."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from diffusers import DDPMScheduler, UNet2DModel  # pylint: disable=g-import-not-at-top
+  from diffusers.training_utils import EMAModel  # pylint: disable=g-import-not-at-top
+  from score_jax.importers import diffusers_unet  # pylint: disable=g-import-not-at-top
+  ours = shape_config(shape)
+  accepted = inspect.signature(UNet2DModel.__init__).parameters
+  cfg = {k: v for k, v in dict(diffusers_unet.UNET2D_DEFAULTS,
+                               **diffusers_unet.GOOGLE_DDPM_CIFAR10).items() if k in accepted}
+  cfg.update(attention_head_dim=max(ours.model.ch * m for m in ours.model.ch_mult),
+             dropout=ours.model.dropout)
+  torch.manual_seed(0)
+  unet = UNet2DModel(**cfg)
+  scheduler = DDPMScheduler(num_train_timesteps=ours.diffusion.num_timesteps,
+                            beta_schedule="linear")
+  b = shape["batch"]
+  x = torch.rand(b, 3, 32, 32) * 2 - 1
+  if job == "train":
+    unet.train()
+    optimizer = torch.optim.Adam(unet.parameters(), lr=ours.optim.lr)
+    ema = EMAModel(unet.parameters(), decay=ours.model.ema_rate)
+
+    def step():
+      noise = torch.randn_like(x)
+      t = torch.randint(0, scheduler.config.num_train_timesteps, (b,))
+      eps = unet(scheduler.add_noise(x, noise, t), t).sample
+      loss = torch.nn.functional.mse_loss(eps, noise)
+      optimizer.zero_grad()
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(unet.parameters(), ours.optim.grad_clip)
+      optimizer.step()
+      ema.step(unet.parameters())
+  else:
+    unet.eval()
+    scheduler.set_timesteps(scheduler.config.num_train_timesteps)
+    ts = scheduler.timesteps[:steps]
+
+    @torch.no_grad()
+    def step():
+      y = torch.randn_like(x)
+      for t in ts:
+        y = scheduler.step(unet(y, t).sample, t, y).prev_sample
+  step()
+  t0 = time.perf_counter()
+  for _ in range(steps if job == "train" else 1):
+    step()
+  return {"steps_per_s": steps / (time.perf_counter() - t0)}
+
+
 def run_child(spec: dict) -> dict:
   """One measurement in a fresh process, so that its peak memory is its own."""
   import json  # pylint: disable=g-import-not-at-top
@@ -335,24 +431,38 @@ def child_main(spec: dict) -> None:
   else:
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(spec["threads"] or os.cpu_count())
-    r = measure_official(spec["official"], parse_shape(spec["shape"]), spec["job"],
-                         spec["steps"])
+    shape = parse_shape(spec["shape"])
+    if shape["model"] == "ddpm":
+      r = measure_diffusers(shape, spec["job"], spec["steps"])
+    else:
+      r = measure_official(spec["official"], shape, spec["job"], spec["steps"])
   r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(json.dumps(r))
 
 
+def official_of(name: str, official: str | None) -> str | None:
+  """What a shape is measured against: the NCSNv2 checkout `official` (when given), or
+  diffusers (when installed); None: ours only."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if parse_shape(name)["model"] == "ddpm":
+    return "diffusers" if importlib.util.find_spec("diffusers") is not None else None
+  return "ermongroup/ncsnv2" if official else None
+
+
 def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
                  sample_steps: int) -> list:
-  """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, ours_compile_s,
-  ours_peak_rss_mb, official_peak_rss_mb}: ours and theirs alternate, best of `rounds`."""
+  """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, official, ours_compile_s,
+  ours_peak_rss_mb, official_peak_rss_mb} (NCSNv2 sampling also ours_compile_s_L10 and
+  _L2311): ours and theirs alternate, best of `rounds`."""
   for name in shapes:
     parse_shape(name)
   records = []
   for name in shapes:
+    against = official_of(name, official)
     for job, steps in (("train", train_steps), ("sample", sample_steps)):
       best = {"ours": None, "official": None}
       for _ in range(rounds):
-        for impl in (("ours", "official") if official else ("ours",)):
+        for impl in (("ours", "official") if against else ("ours",)):
           r = run_child({"impl": impl, "shape": name, "job": job, "steps": steps,
                          "threads": threads, "official": official})
           if best[impl] is None or r["steps_per_s"] > best[impl]["steps_per_s"]:
@@ -363,22 +473,30 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
           "ours_steps_per_s": o["steps_per_s"],
           "official_steps_per_s": t["steps_per_s"] if t else None,
           "ratio": o["steps_per_s"] / t["steps_per_s"] if t else None,
+          "official": against,
           "ours_compile_s": o["compile_s"],
           "ours_peak_rss_mb": o["peak_rss_mb"],
           "official_peak_rss_mb": t["peak_rss_mb"] if t else None,
+          **{f"ours_{k}": v for k, v in o.items() if k.startswith("compile_s_L")},
       })
   return records
 
 
 def format_records(records: list) -> str:
   head = (f"{'shape':<26} {'job':<6} {'ours/s':>8} {'official/s':>10} {'ratio':>6} "
-          f"{'compile s':>9} {'ours MB':>8} {'official MB':>11}")
+          f"{'compile s':>9} {'ours MB':>8} {'official MB':>11}  against")
   fmt = lambda v, spec: "-" if v is None else format(v, spec)
   rows = [head] + [
       f"{r['name']:<26} {r['job']:<6} {r['ours_steps_per_s']:>8.3f} "
       f"{fmt(r['official_steps_per_s'], '>10.3f')} {fmt(r['ratio'], '>6.2f')} "
       f"{r['ours_compile_s']:>9.1f} {r['ours_peak_rss_mb']:>8.0f} "
-      f"{fmt(r['official_peak_rss_mb'], '>11.0f')}" for r in records]
+      f"{fmt(r['official_peak_rss_mb'], '>11.0f')}  {r.get('official') or '-'}"
+      for r in records]
+  for r in records:
+    levels = [k for k in r if k.startswith("ours_compile_s_L")]
+    if levels:
+      rows.append(f"{r['name']}: whole Langevin sampler compile, " + ", ".join(
+          f"L = {k[len('ours_compile_s_L'):]}: {r[k]:.1f} s" for k in levels))
   return "\n".join(rows)
 
 

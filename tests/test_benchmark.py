@@ -43,14 +43,23 @@ def test_input_pipeline_throughput_is_measured():
 
 def test_side_by_side_shapes_records_and_table():
   import pytest  # pylint: disable=g-import-not-at-top
-  assert benchmark.parse_shape("ncsnv2_cifar10_ngf128_b8") == {"ngf": 128, "batch": 8}
-  with pytest.raises(ValueError, match="ncsnv2_cifar10_ngf<N>_b<B>"):
-    benchmark.parse_shape("ncsnv2_cifar10_ngf32")
-  ours = benchmark.measure_ours({"ngf": 4, "batch": 2}, "sample", steps=5)
+  assert benchmark.parse_shape("ncsnv2_cifar10_ngf128_b8") == {"model": "ncsnv2", "ngf": 128,
+                                                               "batch": 8}
+  assert benchmark.parse_shape("ddpm_cifar10_b8") == {"model": "ddpm", "batch": 8}
+  for bad in ("ncsnv2_cifar10_ngf32", "ddpm_cifar10_b8x", "ncsn_cifar10_ngf32_b16"):
+    with pytest.raises(ValueError, match="ncsnv2_cifar10_ngf<N>_b<B> or ddpm_cifar10_b<B>"):
+      benchmark.parse_shape(bad)
+  assert benchmark.official_of("ncsnv2_cifar10_ngf32_b16", None) is None
+  assert benchmark.official_of("ncsnv2_cifar10_ngf32_b16", "/x") == "ermongroup/ncsnv2"
+  ours = benchmark.measure_ours({"model": "ncsnv2", "ngf": 4, "batch": 2}, "sample", steps=5)
   assert math.isfinite(ours["steps_per_s"]) and ours["steps_per_s"] > 0
+  assert set(ours) >= {"compile_s_L10", "compile_s_L2311"}
   records = [{"name": "ncsnv2_cifar10_ngf4_b2", "job": "sample",
               "ours_steps_per_s": ours["steps_per_s"], "official_steps_per_s": None,
-              "ratio": None, "ours_compile_s": ours["compile_s"], "ours_peak_rss_mb": 700.0,
-              "official_peak_rss_mb": None}]
+              "ratio": None, "official": None, "ours_compile_s": ours["compile_s"],
+              "ours_peak_rss_mb": 700.0, "official_peak_rss_mb": None,
+              "ours_compile_s_L10": ours["compile_s_L10"],
+              "ours_compile_s_L2311": ours["compile_s_L2311"]}]
   table = benchmark.format_records(records).splitlines()
-  assert len(table) == 2 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
+  assert len(table) == 3 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
+  assert "L = 10:" in table[2] and "L = 2311:" in table[2]

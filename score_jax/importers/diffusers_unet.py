@@ -34,6 +34,14 @@ UNET2D_DEFAULTS: Dict[str, Any] = dict(
     add_attention=True, class_embed_type=None, num_class_embeds=None,
     num_train_timesteps=None)
 
+# google/ddpm-cifar10-32's config.json as published (no attention_head_dim key: diffusers
+# builds 32 heads of 8 channels where the original code had one head): DDPM's CIFAR-10 U-Net.
+GOOGLE_DDPM_CIFAR10: Dict[str, Any] = dict(
+    block_out_channels=[128, 256, 256, 256],
+    down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+    downsample_padding=0, flip_sin_to_cos=False, freq_shift=1, norm_eps=1e-6, sample_size=32)
+
 # Values that a DDPM U-Net must have: anything else is another architecture.
 _REQUIRED = dict(center_input_sample=False, time_embedding_type="positional",
                  mid_block_scale_factor=1, downsample_type="conv", upsample_type="conv",
