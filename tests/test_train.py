@@ -1,8 +1,10 @@
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -234,6 +236,32 @@ def test_two_processes_give_the_losses_of_one(tmp_path, one_device_run):
   got = worker_samples(wd)
   assert sorted(got) == ["sample_3"]
   assert_same_samples(got, one_samples)
+
+
+def test_sigterm_to_one_of_two_processes_saves_one_step_on_both(tmp_path):
+  """Preemption notices reach a pod's hosts at different times: JAX's preemption sync
+  manager makes every process save the same step and exit 0."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  wd = str(tmp_path / "multi")
+  procs = [run_worker(wd, 2, ["--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
+                              "--process_id", str(i), "--n_iters", "100000", "--samples", ""],
+                      priority=True) for i in range(2)]
+  metrics = os.path.join(wd, "metrics.jsonl")
+  deadline = time.time() + 400
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, \
+        [p.stderr.read()[-2000:] for p in procs if p.poll() is not None]
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)  # process 0 gets no signal
+  outs = []
+  for i, p in enumerate(procs):
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, f"process {i}: {err[-3000:]}"
+    outs.append(out)
+  saved = int(outs[0].split("saved step ")[1].split()[0])
+  assert saved >= 3 and os.listdir(os.path.join(wd, "checkpoints")) == [str(saved)]
 
 
 def test_sample_fn_num_levels_runs_the_first_levels_without_denoising(tiny):
