@@ -28,12 +28,18 @@ def data_mesh() -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def platform_compiler_options(platform: str) -> dict | None:
+  """XLA options for a program compiled for `platform` ('cpu', 'gpu', 'tpu'): the CPU ones
+  above, None elsewhere."""
+  return dict(_CPU_COMPILER_OPTIONS) if platform == "cpu" else None
+
+
 def compiler_options(mesh: Mesh) -> dict | None:
-  """XLA options for a program run on mesh: the CPU ones above, None on other platforms.
+  """XLA options for a program run on mesh (`platform_compiler_options` of its devices).
 
   Every jit of the training, sampling and evaluation paths passes them, so the platform a
   program compiles for picks them, whatever XLA_FLAGS says."""
-  return dict(_CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == "cpu" else None
+  return platform_compiler_options(mesh.devices.flat[0].platform)
 
 
 def global_batch(local: np.ndarray, batch_sharding: NamedSharding, global_size: int):

@@ -10,6 +10,7 @@ Module and parameter names are the state dict's (`Mixed_5b/branch1x1/conv/kernel
 `.../bn/running_var`), so loading is a rename plus the OIHW -> HWIO transpose.
 """
 
+import functools
 import os
 from typing import Callable, Sequence, Tuple
 
@@ -18,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+
+from score_jax import sharding
 
 WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                "pt_inception-2015-12-05-6726825d.pth")
@@ -217,12 +220,15 @@ def params_from_state_dict(state_dict) -> dict:
   return traverse_util.unflatten_dict(out)
 
 
-@jax.jit
-def _apply_highest(params, images):
-  """The weights are an argument, not a closure constant: one compile per image shape for
-  every loaded file, and no 96 MB of constants folded into the program."""
-  with jax.default_matmul_precision("highest"):
-    return FIDInception().apply({"params": params}, images)
+@functools.lru_cache(maxsize=None)
+def _features_fn(platform: str) -> Callable:
+  """The network under jit for one platform, with its compiler options. The weights are an
+  argument, not a closure constant: one compile per image shape for every loaded file, and
+  no 96 MB of constants folded into the program."""
+  def apply(params, images):
+    with jax.default_matmul_precision("highest"):
+      return FIDInception().apply({"params": params}, images)
+  return jax.jit(apply, compiler_options=sharding.platform_compiler_options(platform))
 
 
 def load_pytorch_fid(path: str) -> Callable:
@@ -247,7 +253,7 @@ def load_pytorch_fid(path: str) -> Callable:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be uint8 [N, H, W, 3]; got {images.dtype} {images.shape} "
                        "(repeat grayscale images to three channels).")
-    return _apply_highest(params, images)
+    return _features_fn(jax.default_backend())(params, images)
 
   run.dim = POOL3_DIM
   return run
