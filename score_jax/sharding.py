@@ -1,4 +1,5 @@
-"""Data-parallel sharding over every device of every host."""
+"""Data-parallel sharding over every device of every host, and the XLA options each
+platform's programs are compiled with."""
 
 import jax
 import numpy as np

@@ -129,8 +129,13 @@ def test_every_sampler_runs_on_every_network(family):
     c.diffusion.num_timesteps = 50  # a shorter ancestral chain for the test
     c.sampling.num_steps = 3
   mesh = sharding.data_mesh()
-  model, _, state = train.build(c, mesh)
+  model, tx, state = train.build(c, mesh)
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  if family == "ncsn":  # the one test that compiles NCSN's (conditional RefineNet) training
+    step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+    batch = jax.device_put(np.random.default_rng(0).random((8, 28, 28, 1), np.float32), data)
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+    assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
   outs = {}
   for method in ("langevin", "ancestral", "edm"):
     c.sampling.method = method
