@@ -15,8 +15,9 @@ installed):
   python experiments/benchmark.py --official=PATH/TO/ncsnv2 --json=speed.json
 
 runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 and on the DDPM
-U-Net at batch 8 (`--shapes`), train step and sampler step, each measurement in its own child process with the same thread
-count, ours and theirs alternating for `--rounds` rounds (the best of each kept), and prints
+U-Net at batch 8 (`--shapes`), train step and sampler step, each measurement in its own
+child process with the same thread count, ours and theirs alternating for `--rounds` rounds
+(the best of each kept), and prints
 steps/s, the ratio, compile time (ours) and peak resident memory of the process. `--json`
 writes the same as a list of records (name, job, ours_steps_per_s, official_steps_per_s,
 ratio, official, ...). Without `--official` the NCSNv2 records carry our numbers only. NCSNv2
