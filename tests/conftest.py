@@ -31,6 +31,23 @@ def subprocess_env(devices, peers=False):
   return env
 
 
+def wait_for_logged_steps(workdir, n, procs, timeout):
+  """Block until `workdir`'s metrics.jsonl has n lines (the step to send SIGTERM after);
+  fails with the stderr of any process in `procs` that ended first, or at the timeout."""
+  import time  # pylint: disable=g-import-not-at-top
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + timeout
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= n):
+    assert all(p.poll() is None for p in procs) and time.time() < deadline, \
+        [p.stderr.read()[-3000:] for p in procs if p.poll() is not None]
+    time.sleep(0.05)
+
+
+def preempted_step(stdout):
+  """The step a run saved on SIGTERM, from its 'Preempted (SIGTERM): saved step N' line."""
+  return int(stdout.split("saved step ")[1].split()[0])
+
+
 def compiled(fn):
   """jax.jit(fn) with the compiler options of the library's own programs (on CPU: dots,
   convolutions and reductions in YNNPACK), so that a comparison with an official output checks

@@ -9,13 +9,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, ROOT, subprocess_env
+from conftest import FIXTURES, ROOT, preempted_step, subprocess_env, wait_for_logged_steps
 from experiments import kill_resume
 from score_jax import checkpoints, sharding
 from score_jax.state import abstract_state, build
@@ -63,15 +62,11 @@ def test_sigterm_saves_the_step_reached_and_exits_zero(tmp_path):
          "--config.training.log_freq=1", *QUIET]
   proc = subprocess.Popen(cmd, cwd=ROOT, env=subprocess_env(1), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
-  metrics = os.path.join(wd, "metrics.jsonl")
-  deadline = time.time() + 300
-  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
-    assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
-    time.sleep(0.05)
+  wait_for_logged_steps(wd, 3, [proc], timeout=300)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=60)
   assert proc.returncode == 0, err[-3000:]
-  saved = int(out.split("saved step ")[1].split()[0])
+  saved = preempted_step(out)
   assert saved >= 3 and os.listdir(os.path.join(wd, "checkpoints")) == [str(saved)]
   # The same command continues from it.
   res = main_run(f"--config={TINY}", "--mode=train", f"--workdir={wd}",

@@ -5,13 +5,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, subprocess_env, tiny_config
+import train_worker
+from conftest import ROOT, preempted_step, subprocess_env, wait_for_logged_steps
 from score_jax import checkpoints, generate, train
 from score_jax import state as state_lib
 
@@ -229,19 +229,14 @@ def test_two_processes_give_the_losses_of_one_and_agree_on_a_preemption_step(tmp
   procs = [run_worker(wd, 2, ["--coordinator", f"127.0.0.1:{port}", "--num_processes", "2",
                               "--process_id", str(i), "--n_iters", str(n_iters),
                               "--samples", "sample"], priority=True) for i in range(2)]
-  metrics = os.path.join(wd, "metrics.jsonl")
-  deadline = time.time() + 400
-  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
-    assert all(p.poll() is None for p in procs) and time.time() < deadline, \
-        [p.stderr.read()[-2000:] for p in procs if p.poll() is not None]
-    time.sleep(0.05)
+  wait_for_logged_steps(wd, 3, procs, timeout=400)
   procs[1].send_signal(signal.SIGTERM)  # process 0 gets no signal
   outs = []
   for i, p in enumerate(procs):
     out, err = p.communicate(timeout=300)
     assert p.returncode == 0, f"process {i}: {err[-3000:]}"
     outs.append(out)
-  saved = int(outs[0].split("saved step ")[1].split()[0])
+  saved = preempted_step(outs[0])
   assert saved >= 3 and os.listdir(os.path.join(wd, "checkpoints")) == [str(saved)]
   multi = json.loads([l for l in outs[0].splitlines() if l.startswith("LOSSES=")][-1][7:])
   assert multi["devices"] == 4 and len(multi["losses"]) == saved
@@ -251,9 +246,7 @@ def test_two_processes_give_the_losses_of_one_and_agree_on_a_preemption_step(tmp
   got = np.load(os.path.join(wd, "samples", f"sample_{saved}.npz"))["samples"]
   mine = str(tmp_path / "mine")
   shutil.copytree(os.path.join(wd, "checkpoints"), os.path.join(mine, "checkpoints"))
-  c = tiny_config(**{"training.n_iters": n_iters, "training.batch_size": 8,
-                     "training.snapshot_sampling": False, "training.snapshot_freq": n_iters})
-  generate.sample(c, mine)
+  generate.sample(train_worker.worker_config(n_iters), mine)
   want = np.load(os.path.join(mine, "samples", f"sample_{saved}.npz"))["samples"]
   np.testing.assert_allclose(got, want, atol=2e-4)
 

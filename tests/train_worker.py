@@ -10,6 +10,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 
 
+def worker_config(n_iters):
+  """The worker's config: the tests' tiny one, batch 8, one checkpoint at n_iters."""
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  return tiny_config(**{"training.n_iters": n_iters, "training.batch_size": 8,
+                        "training.snapshot_sampling": False, "training.snapshot_freq": n_iters})
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--workdir", required=True)
@@ -23,11 +30,8 @@ def main():
   import jax
   if args.coordinator:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-  from conftest import tiny_config
   from score_jax import generate, train
-  c = tiny_config(**{"training.n_iters": args.n_iters, "training.batch_size": 8,
-                     "training.snapshot_sampling": False,
-                     "training.snapshot_freq": args.n_iters})
+  c = worker_config(args.n_iters)
   train.train_and_evaluate(c, args.workdir)
   jobs = args.samples.split(",") if args.samples else []
   if "sample" in jobs:
