@@ -112,6 +112,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   m.ngf = 128
   m.ema = True
   m.ema_rate = 0.999
+  # How the network runs, not what it is (checkpoints restore across both):
+  m.dtype = "float32"         # compute dtype: 'float32' or 'bfloat16' (params, EMA stay float32)
+  m.remat = False             # recompute each block in the backward pass: less activation memory
 
   c.optim = o = ml_collections.ConfigDict()
   o.optimizer = "Adam"

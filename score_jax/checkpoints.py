@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 def model_signature(config) -> dict:
   """What must agree between a checkpoint and the config that restores it."""
   sig = {f"model.{k}": v for k, v in config.model.to_dict().items()
-         if k not in ("ema_rate",)}
+         if k not in ("ema_rate", "dtype", "remat")}
   sig["data.image_size"] = config.data.image_size
   sig["data.channels"] = config.data.channels
   if config.model.name == "ddpm":  # the network's t is an index into this schedule

@@ -9,6 +9,21 @@ from score_jax.models.ncsnv2 import NCSNv2
 from score_jax.models.refinenet import DOWNSAMPLINGS, depth_for_image_size
 
 _MODELS = ("ncsn", "ncsnv2", "ddpm", "edm")
+# config.model.dtype: what the networks compute in. Parameters, optimizer state and EMA are
+# float32 whatever it is (mixed precision), and so are the networks' outputs and the losses.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_options(config) -> dict:
+  """The network arguments that change how it runs, not what it is: `dtype` and `remat`.
+
+  Raises:
+    ValueError: a dtype outside COMPUTE_DTYPES (the config's types keep remat a bool).
+  """
+  m = config.model
+  if m.dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"config.model.dtype={m.dtype!r}; expected one of {sorted(COMPUTE_DTYPES)}.")
+  return dict(dtype=COMPUTE_DTYPES[m.dtype], remat=m.remat)
 
 
 def get_model(config):
@@ -38,7 +53,8 @@ def get_model(config):
         f"{DOWNSAMPLINGS[depth]} stride-2 stages): expected a multiple of {factor} of at "
         "least 8, or 28.")
   common = dict(ngf=config.model.ngf, channels=config.data.channels, depth=depth,
-                image_size=size, num_classes=config.model.num_classes)
+                image_size=size, num_classes=config.model.num_classes,
+                **compute_options(config))
   if name == "ncsn":
     return NCSN(**common)
   return NCSNv2(sigma_begin=config.model.sigma_begin, sigma_end=config.model.sigma_end,
@@ -94,7 +110,7 @@ def _edm_net(config):
   net = dict(model_channels=m.model_channels, channel_mult=mult,
              channel_mult_emb=m.channel_mult_emb, num_blocks=m.num_blocks,
              attn_resolutions=tuple(m.attn_resolutions), dropout=m.dropout,
-             label_dropout=m.label_dropout)
+             label_dropout=m.label_dropout, **compute_options(config))
   if m.arch == "SongUNet":
     net.update(embedding_type=m.embedding_type, channel_mult_noise=m.channel_mult_noise,
                encoder_type=m.encoder_type, decoder_type=m.decoder_type,
@@ -132,4 +148,4 @@ def _ddpm_unet(config) -> DDPMUNet:
                   attn_levels=tuple(i for i, r in enumerate(res) if r in m.attn_resolutions),
                   dropout=m.dropout, num_groups=m.num_groups,
                   attention_head_dim=m.attention_head_dim or None,
-                  resamp_with_conv=m.resamp_with_conv)
+                  resamp_with_conv=m.resamp_with_conv, **compute_options(config))

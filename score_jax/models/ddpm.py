@@ -12,11 +12,13 @@ output projection and the output convolution, so that every block starts as the 
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from score_jax.models import remat as remat_lib
 
 
 def _init(scale: float = 1.0):
@@ -42,10 +44,17 @@ def timestep_embedding(t, dim: int, freq_shift: float = 1.0, flip_sin_to_cos: bo
   return emb
 
 
-def _conv(features, name, kernel=3, stride=1, padding=1, scale=1.0):
+# Every layer computes in the dtype of its input (float32 parameters are cast to it), as the
+# RefineNet and EDM layers do: DDPMUNet.dtype casts the image once at the entry.
+def _conv(features, name, dtype, kernel=3, stride=1, padding=1, scale=1.0):
   pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
   return nn.Conv(features, (kernel, kernel), (stride, stride), padding=pad,
-                 kernel_init=_init(scale), name=name)
+                 kernel_init=_init(scale), dtype=dtype, name=name)
+
+
+def _group_norm(groups, eps, name, dtype):
+  # Flax's norms take their statistics in float32 whatever `dtype` is.
+  return nn.GroupNorm(groups, epsilon=eps, dtype=dtype, name=name)
 
 
 class TimeEmbedding(nn.Module):
@@ -67,15 +76,17 @@ class ResnetBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, temb, train: bool):
-    h = nn.silu(nn.GroupNorm(self.groups, epsilon=self.eps, name="norm1")(x))
-    h = _conv(self.features, "conv1")(h)
-    proj = nn.Dense(self.features, kernel_init=_init(), name="time_emb_proj")(nn.silu(temb))
-    h = h + proj[:, None, None, :].astype(h.dtype)
-    h = nn.silu(nn.GroupNorm(self.groups, epsilon=self.eps, name="norm2")(h))
+    dt = x.dtype
+    h = nn.silu(_group_norm(self.groups, self.eps, "norm1", dt)(x))
+    h = _conv(self.features, "conv1", dt)(h)
+    proj = nn.Dense(self.features, kernel_init=_init(), dtype=dt,
+                    name="time_emb_proj")(nn.silu(temb))
+    h = h + proj[:, None, None, :].astype(dt)
+    h = nn.silu(_group_norm(self.groups, self.eps, "norm2", dt)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = _conv(self.features, "conv2", scale=1e-10)(h)
+    h = _conv(self.features, "conv2", dt, scale=1e-10)(h)
     if x.shape[-1] != self.features:
-      x = _conv(self.features, "conv_shortcut", kernel=1, padding=0)(x)
+      x = _conv(self.features, "conv_shortcut", dt, kernel=1, padding=0)(x)
     return x + h
 
 
@@ -92,16 +103,22 @@ class AttnBlock(nn.Module):
     if c % d:
       raise ValueError(f"attention over {c} channels cannot be split into heads of {d}.")
     heads = c // d
-    n = nn.GroupNorm(self.groups, epsilon=self.eps, name="group_norm")(x).reshape(b, hh * ww, c)
+    dense = lambda name, scale=1.0: nn.Dense(c, kernel_init=_init(scale), dtype=x.dtype,
+                                             name=name)
+    n = _group_norm(self.groups, self.eps, "group_norm", x.dtype)(x).reshape(b, hh * ww, c)
     split = lambda y: y.reshape(b, hh * ww, heads, d)
-    q = split(nn.Dense(c, kernel_init=_init(), name="to_q")(n))
-    k = split(nn.Dense(c, kernel_init=_init(), name="to_k")(n))
-    v = split(nn.Dense(c, kernel_init=_init(), name="to_v")(n))
+    q, k, v = (split(dense(name)(n)) for name in ("to_q", "to_k", "to_v"))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(d)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, hh * ww, c)
-    out = nn.Dense(c, kernel_init=_init(1e-10), name="to_out_0")(out)
+    out = dense("to_out_0", 1e-10)(out)
     return x + out.reshape(x.shape)
+
+
+def _blocks(remat: bool):
+  """(ResnetBlock, AttnBlock), recomputed in the backward pass when remat."""
+  return (remat_lib.maybe(ResnetBlock, remat, static_argnums=(3,)),  # train
+          remat_lib.maybe(AttnBlock, remat))
 
 
 class Downsample(nn.Module):
@@ -118,7 +135,7 @@ class Downsample(nn.Module):
     if not self.with_conv:
       return nn.avg_pool(x, (2, 2), (2, 2))
     pad = ((0, 1), (0, 1)) if self.padding == 0 else self.padding
-    return _conv(x.shape[-1], "conv", stride=2, padding=pad)(x)
+    return _conv(x.shape[-1], "conv", x.dtype, stride=2, padding=pad)(x)
 
 
 class Upsample(nn.Module):
@@ -128,7 +145,7 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x):
     x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-    return _conv(x.shape[-1], "conv")(x) if self.with_conv else x
+    return _conv(x.shape[-1], "conv", x.dtype)(x) if self.with_conv else x
 
 
 class DownBlock(nn.Module):
@@ -143,15 +160,17 @@ class DownBlock(nn.Module):
   head_dim: Optional[int]
   resamp_with_conv: bool
   downsample_padding: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, h, temb, train):
+    resnet_block, attn_block = _blocks(self.remat)
     skips = []
     for j in range(self.num_res_blocks):
-      h = ResnetBlock(self.features, self.groups, self.eps, self.dropout,
+      h = resnet_block(self.features, self.groups, self.eps, self.dropout,
                       name=f"resnets_{j}")(h, temb, train)
       if self.attention:
-        h = AttnBlock(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{j}")(h)
+        h = attn_block(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{j}")(h)
       skips.append(h)
     if self.downsample:
       h = Downsample(self.resamp_with_conv, self.downsample_padding, name="downsamplers_0")(h)
@@ -170,15 +189,17 @@ class UpBlock(nn.Module):
   dropout: float
   head_dim: Optional[int]
   resamp_with_conv: bool
+  remat: bool = False
 
   @nn.compact
   def __call__(self, h, skips, temb, train):
+    resnet_block, attn_block = _blocks(self.remat)
     for k in range(self.num_res_blocks + 1):
       h = jnp.concatenate([h, skips.pop()], axis=-1)  # h first, then the skip
-      h = ResnetBlock(self.features, self.groups, self.eps, self.dropout,
+      h = resnet_block(self.features, self.groups, self.eps, self.dropout,
                       name=f"resnets_{k}")(h, temb, train)
       if self.attention:
-        h = AttnBlock(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{k}")(h)
+        h = attn_block(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{k}")(h)
     if self.upsample:
       h = Upsample(self.resamp_with_conv, name="upsamplers_0")(h)
     return h
@@ -192,14 +213,16 @@ class MidBlock(nn.Module):
   dropout: float
   head_dim: Optional[int]
   attention: bool = True
+  remat: bool = False
 
   @nn.compact
   def __call__(self, h, temb, train):
-    h = ResnetBlock(self.features, self.groups, self.eps, self.dropout,
-                    name="resnets_0")(h, temb, train)
+    resnet_block, attn_block = _blocks(self.remat)
+    h = resnet_block(self.features, self.groups, self.eps, self.dropout,
+                     name="resnets_0")(h, temb, train)
     if self.attention:
-      h = AttnBlock(self.attn_groups, self.eps, self.head_dim, name="attentions_0")(h)
-    return ResnetBlock(self.features, self.groups, self.eps, self.dropout,
+      h = attn_block(self.attn_groups, self.eps, self.head_dim, name="attentions_0")(h)
+    return resnet_block(self.features, self.groups, self.eps, self.dropout,
                        name="resnets_1")(h, temb, train)
 
 
@@ -221,6 +244,10 @@ class DDPMUNet(nn.Module):
     resamp_with_conv: learned (conv) or fixed (average pool / nearest) resampling.
     downsample_padding: 0 (original, bottom/right only) or 1 (symmetric).
     freq_shift, flip_sin_to_cos: the timestep embedding's variant (original: 1, False).
+    dtype: the compute dtype of the convolutions, norms and attention (bfloat16 for mixed
+      precision); parameters, the timestep embedding's MLP, softmax and the returned
+      epsilon stay float32.
+    remat: recompute each residual and attention block in the backward pass (memory).
   """
   out_channels: int = 3
   block_out_channels: Sequence[int] = (128, 256, 256, 256)
@@ -236,17 +263,20 @@ class DDPMUNet(nn.Module):
   downsample_padding: int = 0
   freq_shift: float = 1.0
   flip_sin_to_cos: bool = False
+  dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, t, train: bool = False):
+    x = jnp.asarray(x, self.dtype)
     chans = tuple(self.block_out_channels)
     levels = len(chans)
     t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
     emb = timestep_embedding(t, chans[0], self.freq_shift, self.flip_sin_to_cos)
     temb = TimeEmbedding(4 * chans[0], name="time_embedding")(emb).astype(x.dtype)
     common = dict(groups=self.num_groups, attn_groups=self.num_groups, eps=self.norm_eps,
-                  dropout=self.dropout, head_dim=self.attention_head_dim)
-    h = _conv(chans[0], "conv_in")(x)
+                  dropout=self.dropout, head_dim=self.attention_head_dim, remat=self.remat)
+    h = _conv(chans[0], "conv_in", self.dtype)(x)
     skips = [h]
     for i in range(levels):
       h, block_skips = DownBlock(chans[i], self.num_res_blocks, i in self.attn_levels,
@@ -261,5 +291,5 @@ class DDPMUNet(nn.Module):
       h = UpBlock(chans[i], self.num_res_blocks, i in self.attn_levels, j < levels - 1,
                   resamp_with_conv=self.resamp_with_conv, name=f"up_blocks_{j}",
                   **common)(h, skips, temb, train)
-    h = nn.silu(nn.GroupNorm(self.num_groups, epsilon=self.norm_eps, name="conv_norm_out")(h))
-    return _conv(self.out_channels, "conv_out", scale=1e-10)(h)
+    h = nn.silu(_group_norm(self.num_groups, self.norm_eps, "conv_norm_out", self.dtype)(h))
+    return _conv(self.out_channels, "conv_out", self.dtype, scale=1e-10)(h).astype(jnp.float32)

@@ -7,18 +7,23 @@ state dict (`enc_64x64_block0/...` is `model.enc.64x64_block0...`).
 """
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from score_jax.models import edm_layers as L
+from score_jax.models import remat as remat_lib
 
 
 class DhariwalUNet(nn.Module):
   """(x [B, R, R, C_in], c_noise [B], class_labels [B, label_dim] or None, augment_labels
-  [B, augment_dim] or None) -> [B, R, R, C_out]."""
+  [B, augment_dim] or None) -> [B, R, R, C_out] float32.
+
+  dtype is the compute dtype of the blocks (bfloat16 for mixed precision; the noise and label
+  embedding, attention softmax and parameters stay float32); remat recomputes each UNetBlock
+  in the backward pass (memory)."""
   img_resolution: int
   in_channels: int
   out_channels: int
@@ -31,12 +36,16 @@ class DhariwalUNet(nn.Module):
   attn_resolutions: Sequence[int] = (32, 16, 8)
   dropout: float = 0.10
   label_dropout: float = 0.0
+  dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x, c_noise, class_labels=None, augment_labels=None, train: bool = False):
+    x = jnp.asarray(x, self.dtype)
+    unet_block = remat_lib.maybe(L.UNetBlock, self.remat, static_argnums=(3,))  # train
     emb_ch = self.model_channels * self.channel_mult_emb
     gain = math.sqrt(1 / 3)  # the official init_bias of every non-zero-initialised layer
-    block = lambda feats, name, **kw: L.UNetBlock(
+    block = lambda feats, name, **kw: unet_block(
         feats, channels_per_head=64, dropout=self.dropout, winit=L.KAIMING,
         winit_zero=L.KAIMING_ZERO, bias_gain=gain, name=name, **kw)
 
@@ -87,4 +96,5 @@ class DhariwalUNet(nn.Module):
         x = block(cout, f"dec_{tag}_block{i}", attention=res in self.attn_resolutions)(
             x, emb, train)
     x = nn.silu(L.GroupNorm(name="out_norm")(x))
-    return L.Conv2d(self.out_channels, 3, winit=L.KAIMING_ZERO, name="out_conv")(x)
+    return L.Conv2d(self.out_channels, 3, winit=L.KAIMING_ZERO, name="out_conv")(x).astype(
+        jnp.float32)

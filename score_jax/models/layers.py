@@ -62,7 +62,9 @@ def _instance_norm_plus(x, gamma, alpha, beta):
   Plain instance norm discards each channel's mean; ++ adds back the channel means, normalised
   across channels, scaled by alpha. The variance across channels is the unbiased one
   (torch.var's default), the per-channel variance the biased one (InstanceNorm2d's).
+  Statistics are taken in float32 and the result has x's dtype (bfloat16 compute).
   """
+  dtype, x = x.dtype, x.astype(jnp.float32)
   means = jnp.mean(x, axis=(1, 2))  # [B, C]
   m = jnp.mean(means, axis=-1, keepdims=True)
   v = jnp.var(means, axis=-1, keepdims=True, ddof=1)
@@ -74,7 +76,7 @@ def _instance_norm_plus(x, gamma, alpha, beta):
   out = _per_sample(gamma) * h
   if beta is not None:
     out = out + _per_sample(beta)
-  return out
+  return out.astype(dtype)
 
 
 def _per_sample(p):

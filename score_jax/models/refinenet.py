@@ -6,11 +6,13 @@ InstanceNorm++ in the ResNet, no norms in the RefineNet blocks, and max pooling.
 """
 
 import functools
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from score_jax.models import layers
+from score_jax.models import remat as remat_lib
 
 # (name, width multiplier of ngf, resample, dilation) of each residual stage, and
 # (name, width multiplier) of each refine block, deepest first. Names are the official ones.
@@ -53,6 +55,10 @@ class RefineNet(nn.Module):
     image_size: only for the official 28x28 padding case.
     conditional: CondInstanceNorm++ on y everywhere (NCSN) instead of InstanceNorm++.
     num_classes: rows of the conditional norms' tables (L).
+    dtype: the compute dtype (bfloat16 for mixed precision): every layer computes in its
+      input's dtype, the norms take their statistics in float32, parameters stay float32
+      and the output is float32.
+    remat: recompute each residual and refine block in the backward pass (memory).
   """
   ngf: int
   channels: int
@@ -60,6 +66,8 @@ class RefineNet(nn.Module):
   image_size: Optional[int] = None
   conditional: bool = False
   num_classes: int = 1
+  dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
     if self.depth not in STAGES:
@@ -69,6 +77,9 @@ class RefineNet(nn.Module):
     else:
       norm = layers.InstanceNormPlus
     ngf = self.ngf
+    residual_block = remat_lib.maybe(layers.ResidualBlock, self.remat)
+    refine_block = remat_lib.maybe(layers.RefineBlock, self.remat,
+                                   static_argnums=(2,))  # output_shape
     self.begin_conv = layers.Conv(ngf, 3)
     stages = []
     n_stages = len(STAGES[self.depth])
@@ -77,23 +88,24 @@ class RefineNet(nn.Module):
       # last stage the flag changes nothing, but it is passed on as the original does.
       adjust = self.image_size == 28 and idx == n_stages - 1
       stages.append((
-          layers.ResidualBlock(mult * ngf, norm, nn.elu, resample, dilation, adjust,
-                               name=f"{name}_0"),
-          layers.ResidualBlock(mult * ngf, norm, nn.elu, None, dilation, name=f"{name}_1"),
+          residual_block(mult * ngf, norm, nn.elu, resample, dilation, adjust,
+                         name=f"{name}_0"),
+          residual_block(mult * ngf, norm, nn.elu, None, dilation, name=f"{name}_1"),
       ))
     self.stages = stages
     block_norm = norm if self.conditional else None
     n_refines = len(REFINES[self.depth])
     self.refines = [
-        layers.RefineBlock(mult * ngf, nn.elu, start=idx == 0, end=idx == n_refines - 1,
-                           norm=block_norm, name=name)
+        refine_block(mult * ngf, nn.elu, start=idx == 0, end=idx == n_refines - 1,
+                     norm=block_norm, name=name)
         for idx, (name, mult) in enumerate(REFINES[self.depth])]
     self.normalizer = norm()
     self.end_conv = layers.Conv(self.channels, 3)
 
   def features(self, x, y=None):
     """The network output before any 1/sigma scaling, [B, H, W, channels]."""
-    h = self.begin_conv(2.0 * x - 1.0)  # the official data convention: [0, 1] -> [-1, 1]
+    # The official data convention: [0, 1] -> [-1, 1].
+    h = self.begin_conv(jnp.asarray(2.0 * x - 1.0, self.dtype))
     feats = []
     for block_a, block_b in self.stages:
       h = block_b(block_a(h, y), y)
@@ -103,4 +115,4 @@ class RefineNet(nn.Module):
       inputs = [feat] if ref is None else [feat, ref]
       ref = refine(inputs, feat.shape[1:3], y)
     h = nn.elu(self.normalizer(ref, y))
-    return self.end_conv(h)
+    return self.end_conv(h).astype(jnp.float32)

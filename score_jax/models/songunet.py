@@ -8,13 +8,14 @@ dict: `enc_16x16_block0/conv0/weight` is `model.enc.16x16_block0.conv0.weight`.
 """
 
 import math
-from typing import Optional, Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from score_jax.models import edm_layers as L
+from score_jax.models import remat as remat_lib
 
 
 class FourierFreqs(nn.Module):
@@ -31,7 +32,11 @@ class FourierFreqs(nn.Module):
 
 class SongUNet(nn.Module):
   """(x [B, R, R, C_in], c_noise [B], class_labels [B, label_dim] or None, augment_labels
-  [B, augment_dim] or None) -> [B, R, R, C_out]."""
+  [B, augment_dim] or None) -> [B, R, R, C_out] float32.
+
+  dtype is the compute dtype of the blocks (bfloat16 for mixed precision; the noise and label
+  embedding, attention softmax and parameters stay float32); remat recomputes each UNetBlock
+  in the backward pass (memory)."""
   img_resolution: int
   in_channels: int
   out_channels: int
@@ -44,6 +49,8 @@ class SongUNet(nn.Module):
   attn_resolutions: Sequence[int] = (16,)
   dropout: float = 0.10
   label_dropout: float = 0.0
+  dtype: Any = jnp.float32
+  remat: bool = False
   embedding_type: str = "positional"
   channel_mult_noise: int = 1
   encoder_type: str = "standard"
@@ -52,6 +59,8 @@ class SongUNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, c_noise, class_labels=None, augment_labels=None, train: bool = False):
+    x = jnp.asarray(x, self.dtype)
+    unet_block = remat_lib.maybe(L.UNetBlock, self.remat, static_argnums=(3,))  # train
     if self.embedding_type not in ("positional", "fourier"):
       raise ValueError(f"embedding_type={self.embedding_type!r}; expected positional or fourier.")
     if self.encoder_type not in ("standard", "skip", "residual"):
@@ -61,7 +70,7 @@ class SongUNet(nn.Module):
     emb_ch = self.model_channels * self.channel_mult_emb
     noise_ch = self.model_channels * self.channel_mult_noise
     rf = tuple(self.resample_filter)
-    block = lambda feats, name, **kw: L.UNetBlock(
+    block = lambda feats, name, **kw: unet_block(
         feats, num_heads=1, dropout=self.dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
         resample_filter=rf, resample_proj=True, adaptive_scale=False, winit=L.XAVIER,
         winit_zero=L.XAVIER_ZERO, winit_attn=L.XAVIER_ATTN, name=name, **kw)
@@ -134,4 +143,4 @@ class SongUNet(nn.Module):
         tmp = L.Conv2d(self.out_channels, 3, winit=L.XAVIER_ZERO,
                        name=f"dec_{tag}_aux_conv")(nn.silu(tmp))
         aux = tmp if aux is None else tmp + aux
-    return aux
+    return aux.astype(jnp.float32)

@@ -1,0 +1,21 @@
+"""Rematerialisation (`jax.checkpoint`) of a network's blocks, a memory-for-compute switch.
+
+With it on, the backward pass keeps only each block's inputs and recomputes what happens
+inside the block: activation memory falls to about one block's worth plus the block
+boundaries, for about one more forward pass of compute. Parameter names and values are
+unchanged, so a checkpoint trained with it restores without it and back.
+"""
+
+import flax.linen as nn
+
+
+def maybe(block: type, enabled: bool, static_argnums: tuple = ()) -> type:
+  """`block` itself, or `nn.remat(block)` when enabled.
+
+  Args:
+    block: a linen Module class.
+    enabled: the network's `remat` attribute.
+    static_argnums: positions of Python values among __call__'s arguments (self is 0), such
+      as a `train` flag or an output shape: they pick the program and cannot be traced.
+  """
+  return nn.remat(block, static_argnums=static_argnums) if enabled else block
