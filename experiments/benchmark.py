@@ -24,6 +24,18 @@ ratio, official, ...). Without `--official` the NCSNv2 records carry our numbers
 sampling records also carry the compile time of the whole Langevin sampler at L = 10 and
 L = 2311 (ours_compile_s_L10, ours_compile_s_L2311).
 
+Memory per device of the train step, float32 / bfloat16 compute and without / with
+rematerialisation (`model.dtype`, `model.remat`), from XLA's buffer assignment
+(`jax.jit(...).lower(...).compile().memory_analysis()`; nothing is run):
+
+  python experiments/benchmark.py --config=configs/ncsnv2_ffhq.py --memory
+  python experiments/benchmark.py --config=configs/ncsnv2_ffhq.py --memory --topology=v5p:2x2x1
+
+`--topology` compiles for TPU chips that need not be there (libtpu installed: `pip install
+libtpu`; jax's ahead-of-time compilation for a topology), so accelerator memory is measured
+from any machine; without it, for this process's devices. The batch is the config's global
+batch split over the topology's devices.
+
 Without --official: one table of compile times (s), train steps/s and images/s, and sampler steps/s and
 images*steps/s (annealed Langevin for NCSN/NCSNv2, ancestral for DDPM, EDM's Heun sampler
 for EDM, where a step is one network call), on random data of
@@ -48,6 +60,7 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from score_jax import generate, models, sharding, train  # pylint: disable=g-import-not-at-top
+from score_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -68,6 +81,12 @@ flags.DEFINE_integer("train_steps", 10, "Timed train steps (after one compile st
 flags.DEFINE_integer("sample_levels", 4, "Noise levels the timed Langevin sampler runs (of L); "
                      "for DDPM, the steps of the timed ancestral chain.")
 flags.DEFINE_integer("repeats", 2, "Timed sampler runs.")
+flags.DEFINE_bool("memory", False, "Print the train step's memory per device for float32 / "
+                  "bfloat16 and without / with remat, instead of timing.")
+flags.DEFINE_list("memory_dtypes", ["float32", "bfloat16"], "--memory: the compute dtypes "
+                  "measured (each without and with remat).")
+flags.DEFINE_string("topology", None, "--memory: compile for this TPU topology (e.g. "
+                    "v5p:2x2x1, v5e:2x2) instead of the local devices; needs libtpu.")
 flags.DEFINE_integer("data_size", 0, "Also time the input pipeline (decode, shorter side + "
                      "centre crop, flip) on JPEG and PNG files of this size; 0: skip.")
 
@@ -151,6 +170,63 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
     results["max-pool grad, flax (ms)"] = pool_ms["flax"]
     results["max-pool grad, score_jax (ms)"] = pool_ms["score_jax"]
   return results
+
+
+def topology_mesh(name: str):
+  """A 1-D 'data' mesh over the chips of a TPU topology (jax.experimental.topologies), for
+  ahead-of-time compilation: the chips need not be attached, libtpu must be installed."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  try:
+    devices = topologies.get_topology_desc(topology_name=name, platform="tpu").devices
+  except (RuntimeError, ValueError) as e:  # libtpu missing, or a name it does not know
+    raise ValueError(f"--topology={name!r}: no TPU topology of that name could be made "
+                     f"(is libtpu installed? `pip install libtpu`): {e}") from e
+  return jax.sharding.Mesh(np.array(devices), (sharding.DATA_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+
+
+MIB = 2 ** 20
+
+
+def train_memory(config, mesh, report=lambda record: None,
+                 dtypes=("float32", "bfloat16")) -> list:
+  """The compiled train step's memory per device (MiB) for each of `dtypes` and remat off /
+  on: records {dtype, remat, arguments, outputs, aliased, temporaries, total}
+  with total = arguments + outputs - aliased + temporaries (the donated old state is
+  aliased to the new one). Only compiles: works on a topology_mesh. `report` gets each
+  record as soon as it is measured (a 256 px model takes minutes per compile)."""
+  b, size, ch = config.training.batch_size, config.data.image_size, config.data.channels
+  data = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  batch = {"image": jax.ShapeDtypeStruct((b, size, size, ch), jnp.float32, sharding=data),
+           "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data)}
+  key = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+  key = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, P()))
+  records = []
+  for dtype in dtypes:
+    for remat in (False, True):
+      c = copy.deepcopy(config)
+      c.model.dtype, c.model.remat = dtype, remat
+      model, tx, abstract = state_lib.abstract_state(c, mesh)
+      step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+      m = step.lower(abstract, batch, key).compile().memory_analysis()
+      r = {"dtype": dtype, "remat": remat, "arguments": m.argument_size_in_bytes / MIB,
+           "outputs": m.output_size_in_bytes / MIB, "aliased": m.alias_size_in_bytes / MIB,
+           "temporaries": m.temp_size_in_bytes / MIB}
+      r["total"] = r["arguments"] + r["outputs"] - r["aliased"] + r["temporaries"]
+      records.append(r)
+      report(r)
+  return records
+
+
+def format_memory(records: list, where: str) -> str:
+  base = records[0]["total"]
+  rows = [f"train step memory per device (MiB), {where}",
+          f"{'dtype':<9} {'remat':<5} {'arguments':>10} {'outputs':>9} {'aliased':>9} "
+          f"{'temporaries':>11} {'total':>9} {'vs f32':>6}"]
+  rows += [f"{r['dtype']:<9} {str(r['remat']):<5} {r['arguments']:>10.1f} {r['outputs']:>9.1f} "
+           f"{r['aliased']:>9.1f} {r['temporaries']:>11.1f} {r['total']:>9.1f} "
+           f"{r['total'] / base:>6.2f}" for r in records]
+  return "\n".join(rows)
 
 
 def _max_pool_grad_ms(shape, repeats: int) -> dict:
@@ -523,6 +599,18 @@ def main(argv):
   if FLAGS.config is None:
     raise app.UsageError("--config is required (or --official / --json for the side-by-side "
                          "table).")
+  if FLAGS.memory:
+    train.validate_config(FLAGS.config)
+    mesh = topology_mesh(FLAGS.topology) if FLAGS.topology else sharding.data_mesh()
+    d = mesh.devices.flat[0]
+    where = (f"{FLAGS.config.data.dataset} {FLAGS.config.data.image_size}px, global batch "
+             f"{FLAGS.config.training.batch_size} over {mesh.devices.size} x "
+             f"{getattr(d, 'device_kind', d.platform)}")
+    report = lambda r: print(f"measured: {r}", flush=True)
+    print(format_memory(train_memory(FLAGS.config, mesh, report, FLAGS.memory_dtypes), where))
+    return
+  if FLAGS.topology:
+    raise app.UsageError("--topology is for --memory (nothing can run on it).")
   results = benchmark(FLAGS.config, FLAGS.train_steps, FLAGS.sample_levels, FLAGS.repeats)
   if FLAGS.data_size:
     for fmt in ("jpeg", "png"):
