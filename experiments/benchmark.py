@@ -222,10 +222,10 @@ def format_memory(records: list, where: str) -> str:
   base = records[0]["total"]
   rows = [f"train step memory per device (MiB), {where}",
           f"{'dtype':<9} {'remat':<5} {'arguments':>10} {'outputs':>9} {'aliased':>9} "
-          f"{'temporaries':>11} {'total':>9} {'vs f32':>6}"]
+          f"{'temporaries':>11} {'total':>9} {'vs row 1':>8}"]
   rows += [f"{r['dtype']:<9} {str(r['remat']):<5} {r['arguments']:>10.1f} {r['outputs']:>9.1f} "
            f"{r['aliased']:>9.1f} {r['temporaries']:>11.1f} {r['total']:>9.1f} "
-           f"{r['total'] / base:>6.2f}" for r in records]
+           f"{r['total'] / base:>8.2f}" for r in records]
   return "\n".join(rows)
 
 

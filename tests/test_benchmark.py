@@ -63,3 +63,17 @@ def test_side_by_side_shapes_records_and_table():
   table = benchmark.format_records(records).splitlines()
   assert len(table) == 3 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
   assert "L = 10:" in table[2] and "L = 2311:" in table[2]
+
+
+def test_memory_table_and_a_topology_that_cannot_be_made():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  rows = [{"dtype": d, "remat": r, "arguments": 10.0, "outputs": 10.0, "aliased": 10.0,
+           "temporaries": t, "total": 10.0 + t}
+          for d, r, t in (("float32", False, 90.0), ("float32", True, 40.0))]
+  table = benchmark.format_memory(rows, "somewhere").splitlines()
+  assert table[0].endswith("somewhere") and len(table) == 4
+  assert table[3].split()[-2:] == ["50.0", "0.50"]  # total, and its ratio to the first row
+  if importlib.util.find_spec("libtpu") is None:
+    with pytest.raises(ValueError, match="--topology='v5p:2x2x1'.*libtpu"):
+      benchmark.topology_mesh("v5p:2x2x1")
