@@ -28,11 +28,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from score_jax import train  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/ncsnv2_mnist.py", "The job's config.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Where the two runs and the curves go.", required=True)
-flags.DEFINE_integer("n_iters", 0, "Train steps of each run (0: the config's).")
-flags.DEFINE_integer("window", 600, "Steps per averaged window in the printed table.")
+
+
+def define_flags():
+  """Defined when run as a script only: the tests import this module beside benchmark.py,
+  which has its own --config."""
+  config_flags.DEFINE_config_file("config", "configs/ncsnv2_mnist.py", "The job's config.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where the two runs and the curves go.", required=True)
+  flags.DEFINE_integer("n_iters", 0, "Train steps of each run (0: the config's).")
+  flags.DEFINE_integer("window", 600, "Steps per averaged window in the printed table.")
+
 
 DTYPES = ("float32", "bfloat16")
 
@@ -117,4 +123,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

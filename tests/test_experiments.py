@@ -49,3 +49,26 @@ def test_proposition_3_measured_against_eq_4(tmp_path):
   np.testing.assert_allclose(r["measured"], r["recursion"], rtol=0.03)
   prop3.plot(r, str(tmp_path / "p.png"))
   assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_mixed_precision_reads_both_runs_and_compares_windows(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  from experiments import mixed_precision  # pylint: disable=g-import-not-at-top
+  curves = {}
+  for dtype, scale in (("float32", 1.0), ("bfloat16", 1.1)):
+    run = tmp_path / dtype
+    (run / "eval").mkdir(parents=True)
+    with open(run / "metrics.jsonl", "w") as f:
+      for step in range(50, 401, 50):
+        f.write(json.dumps({"step": step, "loss": scale * 1000 / step, "lr": 1e-3}) + "\n")
+    (run / "eval" / "200.json").write_text(json.dumps({"fid": 9.0, "sampler": "langevin"}))
+    (run / "eval" / "400.json").write_text(json.dumps({"fid": scale, "sampler": "langevin"}))
+    curves[dtype] = mixed_precision.read_losses(str(run))
+    assert mixed_precision.closing_eval(str(run)) == {"fid": scale}  # the last step's, numbers
+  assert curves["float32"][0] == (50, 20.0) and len(curves["float32"]) == 8
+  rows = mixed_precision.compare(curves, width=200)
+  assert [r["steps"] for r in rows] == ["1-200", "201-400"]
+  assert rows[0]["float32"] == pytest.approx((20 + 10 + 1000 / 150 + 5) / 4)
+  assert all(r["rel_diff"] == pytest.approx(0.1) for r in rows)
+  mixed_precision.plot(curves, str(tmp_path / "c.png"))
+  assert (tmp_path / "c.png").stat().st_size > 0
