@@ -7,7 +7,7 @@ x float32 [B, H, W, C] in the [-1, 1] data space, sigma [B] or a scalar, class_l
 with x's shape. iDDPM's inner network has 2C output channels; D uses the first C.
 """
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax
