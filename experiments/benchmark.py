@@ -181,8 +181,7 @@ def topology_mesh(name: str):
   except (RuntimeError, ValueError) as e:  # libtpu missing, or a name it does not know
     raise ValueError(f"--topology={name!r}: no TPU topology of that name could be made "
                      f"(is libtpu installed? `pip install libtpu`): {e}") from e
-  return jax.sharding.Mesh(np.array(devices), (sharding.DATA_AXIS,),
-                           axis_types=(jax.sharding.AxisType.Auto,))
+  return sharding.data_mesh(devices)
 
 
 MIB = 2 ** 20

@@ -19,14 +19,16 @@ _CPU_COMPILER_OPTIONS = {
 }
 
 
-def data_mesh() -> Mesh:
-  """A 1-D mesh over all devices (all hosts) with the axis 'data'.
+def data_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with the axis 'data' over `devices` (default: all devices of all hosts; or,
+  e.g., the chips of a TPU topology to compile ahead of time for).
 
   The axis is Auto (jit's shardings and sharding constraints steer XLA's propagation);
   newer jax.make_mesh defaults to Explicit axes, which reject such constraints.
   """
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
 def platform_compiler_options(platform: str) -> dict | None:
