@@ -1,6 +1,7 @@
-"""What the CPU backend gets (a max-pooling gradient rule, YNNPACK kernels) stays out of
+"""What the CPU backend gets (a max-pooling gradient rule, an ELU formula, YNNPACK kernels) stays out of
 accelerator programs."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +20,26 @@ def test_max_pool_cpu_rule_stays_out_of_accelerator_programs():
   assert "select_and_scatter" not in _grad_hlo(layers.max_pool5, x, "cpu")
   for platform in ("cuda", "tpu"):
     assert "select_and_scatter" in _grad_hlo(layers.max_pool5, x, platform), platform
+
+
+def test_elu_cpu_formula_stays_out_of_accelerator_programs():
+  x = jnp.ones((1, 4, 4, 2))
+  assert "exponential_minus_one" not in _grad_hlo(layers.elu, x, "cpu")
+  for platform in ("cuda", "tpu"):
+    assert "exponential_minus_one" in _grad_hlo(layers.elu, x, platform), platform
+
+
+def test_elu_cpu_formula_matches_flax_values_and_gradient():
+  # Both sides of 0, values near 0 (where exp(x) - 1 and expm1 differ most), a large x whose
+  # exp would overflow in the unused branch, and the infinities.
+  x = jnp.concatenate([jnp.linspace(-20, 20, 4001), jnp.array([-1e-8, 1e-8, 0.0, 100.0, 1e30,
+                                                               -jnp.inf, jnp.inf])])
+  cot = jnp.cos(jnp.arange(x.size, dtype=jnp.float32))
+  np.testing.assert_allclose(jax.jit(layers.elu)(x), nn.elu(x), rtol=0, atol=2e-7)
+  g = jax.jit(jax.grad(lambda v: jnp.sum(layers.elu(v) * cot)))(x)
+  g_ref = jax.grad(lambda v: jnp.sum(nn.elu(v) * cot))(x)
+  assert bool(jnp.all(jnp.isfinite(g)))
+  np.testing.assert_allclose(g, g_ref, rtol=0, atol=2e-7)
 
 
 def test_cpu_programs_give_convolutions_to_ynnpack(tiny):

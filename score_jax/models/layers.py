@@ -56,6 +56,23 @@ class Conv(nn.Module):
     return y
 
 
+def elu(x):
+  """ELU (alpha 1), `nn.elu`'s values to 1.2e-7 absolute, with a CPU-only formula.
+
+  XLA:CPU's expm1 is a slow scalar-ish polynomial: `exp(x) - 1` on the negative side took
+  half the time forward and a quarter backward (0.30 -> 0.15 ms and 0.52 -> 0.15 ms at
+  [16, 32, 32, 32]), and ELUs follow every norm of the RefineNets. The difference from expm1
+  is exp's rounding near 0, a few 1e-8 absolute. Other platforms run `nn.elu` as XLA does it.
+  """
+  return jax.lax.platform_dependent(x, cpu=_elu_cpu, default=nn.elu)
+
+
+def _elu_cpu(x):
+  # exp of the clipped value: exp(x) of a large positive x would overflow in the unused branch,
+  # and its NaN gradient would leak through jnp.where's other side.
+  return jnp.where(x > 0, x, jnp.exp(jnp.where(x > 0, 0.0, x)) - 1)
+
+
 def _instance_norm_plus(x, gamma, alpha, beta):
   """InstanceNorm++ (NCSN Sec. A.1) for x of shape [B, H, W, C]; params broadcast to [B?, C].
 
@@ -153,7 +170,7 @@ class ResidualBlock(nn.Module):
   """
   output_dim: int
   norm: Callable[..., nn.Module]
-  act: Callable = nn.elu
+  act: Callable = elu
   resample: Optional[str] = None
   dilation: Optional[int] = None
   adjust_padding: bool = False
@@ -189,7 +206,7 @@ class RCUBlock(nn.Module):
   """Residual conv units of RefineNet: n_blocks x (n_stages x [norm?, act, conv]) + skip."""
   n_blocks: int
   n_stages: int
-  act: Callable = nn.elu
+  act: Callable = elu
   norm: Optional[Callable[..., nn.Module]] = None
 
   @nn.compact
@@ -277,7 +294,7 @@ def _avg_pool5(x):
 class CRPBlock(nn.Module):
   """Chained residual pooling: act, then n_stages x (pool 5x5, conv) summed onto x."""
   n_stages: int
-  act: Callable = nn.elu
+  act: Callable = elu
   maxpool: bool = True
   norm: Optional[Callable[..., nn.Module]] = None
 
@@ -345,7 +362,7 @@ class RefineBlock(nn.Module):
   average; without (NCSNv2) there are no norms and pooling is max (NCSNv2 App. B.1).
   """
   features: int
-  act: Callable = nn.elu
+  act: Callable = elu
   start: bool = False
   end: bool = False
   norm: Optional[Callable[..., nn.Module]] = None

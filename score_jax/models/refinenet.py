@@ -88,15 +88,15 @@ class RefineNet(nn.Module):
       # last stage the flag changes nothing, but it is passed on as the original does.
       adjust = self.image_size == 28 and idx == n_stages - 1
       stages.append((
-          residual_block(mult * ngf, norm, nn.elu, resample, dilation, adjust,
+          residual_block(mult * ngf, norm, layers.elu, resample, dilation, adjust,
                          name=f"{name}_0"),
-          residual_block(mult * ngf, norm, nn.elu, None, dilation, name=f"{name}_1"),
+          residual_block(mult * ngf, norm, layers.elu, None, dilation, name=f"{name}_1"),
       ))
     self.stages = stages
     block_norm = norm if self.conditional else None
     n_refines = len(REFINES[self.depth])
     self.refines = [
-        refine_block(mult * ngf, nn.elu, start=idx == 0, end=idx == n_refines - 1,
+        refine_block(mult * ngf, layers.elu, start=idx == 0, end=idx == n_refines - 1,
                      norm=block_norm, name=name)
         for idx, (name, mult) in enumerate(REFINES[self.depth])]
     self.normalizer = norm()
@@ -114,5 +114,5 @@ class RefineNet(nn.Module):
     for refine, feat in zip(self.refines, reversed(feats)):
       inputs = [feat] if ref is None else [feat, ref]
       ref = refine(inputs, feat.shape[1:3], y)
-    h = nn.elu(self.normalizer(ref, y))
+    h = layers.elu(self.normalizer(ref, y))
     return self.end_conv(h).astype(jnp.float32)
