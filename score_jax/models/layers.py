@@ -225,11 +225,6 @@ class RCUBlock(nn.Module):
 
 _POOL = 5  # CRP pools over 5x5 windows, stride 1, padded to keep the size
 _HALF = _POOL // 2
-_WINDOW = [(dy, dx) for dy in range(_POOL) for dx in range(_POOL)]  # row-major, as XLA and torch scan
-
-
-def _pad_hw(x, value):
-  return jnp.pad(x, ((0, 0), (_HALF, _HALF), (_HALF, _HALF), (0, 0)), constant_values=value)
 
 
 def max_pool5(x):
@@ -242,47 +237,58 @@ def _max_pool5_xla(x):
   return nn.max_pool(x, (_POOL, _POOL), strides=(1, 1), padding=((_HALF, _HALF),) * 2)
 
 
-@jax.custom_vjp
 def _max_pool5_cpu(x):
-  """Same values and the same gradient as `nn.max_pool` (each window's gradient goes to its
-  first maximum in row-major order, as XLA's select-and-scatter and torch's max_pool2d
-  do), but XLA on CPU runs select-and-scatter element by element: in the MNIST train step
-  it took 29% of the time. Here the forward is two separable passes of shifted maxima and
-  the backward gathers instead of scattering; both fuse into elementwise loops
-  (`experiments/benchmark.py` times the two side by side). Reverse mode only.
+  """Same values and the same gradient as `nn.max_pool`: each window's gradient goes to its
+  first maximum in row-major order, as XLA's select-and-scatter and torch's max_pool2d do.
+  XLA on CPU runs select-and-scatter element by element (29% of the MNIST train step), so
+  here the pool is two 1-D pools, along each row (W) and then down each column (H), each
+  with a gather-based gradient over its 5 offsets (`_max_pool5_1d`). In that order the
+  gradient reaches the first row holding the window's maximum, and in that row its first
+  column: the row-major first maximum. Reverse mode only.
   """
-  return _max_pool5_fwd(x)[0]
+  return _max_pool5_1d(_max_pool5_1d(x, 2), 1)
 
 
-def _max_pool5_fwd(x):
-  h, w = x.shape[1:3]
-  rows = jnp.pad(x, ((0, 0), (_HALF, _HALF), (0, 0), (0, 0)), constant_values=-jnp.inf)
-  y = functools.reduce(jnp.maximum, [rows[:, i:i + h] for i in range(_POOL)])
-  cols = jnp.pad(y, ((0, 0), (0, 0), (_HALF, _HALF), (0, 0)), constant_values=-jnp.inf)
-  y = functools.reduce(jnp.maximum, [cols[:, :, i:i + w] for i in range(_POOL)])
-  return y, (x, y)
+def _shift(a, axis: int, start: int, size: int):
+  return jax.lax.slice_in_dim(a, start, start + size, axis=axis)
 
 
-def _max_pool5_bwd(res, g):
-  x, y = res
-  h, w = x.shape[1:3]
-  xp = _pad_hw(x, -jnp.inf)
-  # Which window offset each output took its maximum from: the first in scan order.
-  first = jnp.full(y.shape, len(_WINDOW), jnp.int32)
-  for k in reversed(range(len(_WINDOW))):
-    dy, dx = _WINDOW[k]
-    first = jnp.where(xp[:, dy:dy + h, dx:dx + w] == y, k, first)
-  # Input i sits at offset d of the window of output i + HALF - d: gather those gradients.
-  gp, fp = _pad_hw(g, 0), _pad_hw(first, len(_WINDOW))
-  gx = jnp.zeros_like(x)
-  for k, (dy, dx) in enumerate(_WINDOW):
-    rows = slice(2 * _HALF - dy, 2 * _HALF - dy + h)
-    cols = slice(2 * _HALF - dx, 2 * _HALF - dx + w)
-    gx = gx + jnp.where(fp[:, rows, cols] == k, gp[:, rows, cols], 0)
+def _pad_axis(a, axis: int, value):
+  pads = [(0, 0)] * a.ndim
+  pads[axis] = (_HALF, _HALF)
+  return jnp.pad(a, pads, constant_values=value)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool5_1d(x, axis: int):
+  """Max over 5 neighbours along `axis` (stride 1, -inf padding, same size)."""
+  return _max_pool5_1d_fwd(x, axis)[0]
+
+
+def _max_pool5_1d_fwd(x, axis):
+  n = x.shape[axis]
+  xp = _pad_axis(x, axis, -jnp.inf)
+  y = functools.reduce(jnp.maximum, [_shift(xp, axis, k, n) for k in range(_POOL)])
+  return y, (xp, y)
+
+
+def _max_pool5_1d_bwd(axis, res, g):
+  xp, y = res
+  n = y.shape[axis]
+  # Which offset each output took its maximum from: the first, in scan order.
+  first = jnp.full(y.shape, _POOL, jnp.int8)
+  for k in reversed(range(_POOL)):
+    first = jnp.where(_shift(xp, axis, k, n) == y, jnp.int8(k), first)
+  # Input i sits at offset k of the window of output i + HALF - k: gather those gradients.
+  gp, fp = _pad_axis(g, axis, 0), _pad_axis(first, axis, _POOL)
+  gx = jnp.zeros_like(g)
+  for k in range(_POOL):
+    start = 2 * _HALF - k
+    gx = gx + jnp.where(_shift(fp, axis, start, n) == k, _shift(gp, axis, start, n), 0)
   return (gx,)
 
 
-_max_pool5_cpu.defvjp(_max_pool5_fwd, _max_pool5_bwd)
+_max_pool5_1d.defvjp(_max_pool5_1d_fwd, _max_pool5_1d_bwd)
 
 
 def _avg_pool5(x):
