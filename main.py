@@ -22,7 +22,13 @@ Multi-host: every host runs the same command; on TPU pods pass --distributed, el
 import os
 import sys
 
-import jax
+from score_jax import host
+
+if __name__ == "__main__":
+  # Before jax is imported: glibc reads its malloc settings once, at process start.
+  host.reexec_with_malloc_tunables()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 

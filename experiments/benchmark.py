@@ -50,6 +50,14 @@ import re
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_jax import host  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+if __name__ == "__main__":
+  # As main.py: malloc's huge-page setting is read at process start (score_jax.host).
+  host.reexec_with_malloc_tunables()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,8 +66,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from score_jax import generate, models, sharding, train  # pylint: disable=g-import-not-at-top
+from score_jax import generate, models, sharding, train
 from score_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
@@ -489,11 +496,13 @@ def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
 
 
 def run_child(spec: dict) -> dict:
-  """One measurement in a fresh process, so that its peak memory is its own."""
+  """One measurement in a fresh process, so that its peak memory is its own. Ours and the
+  official code's run with the same environment: malloc's huge-page setting
+  (`score_jax.host.malloc_env`) is given to both."""
   import json  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child=" + json.dumps(spec)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=host.malloc_env())
   if out.returncode:
     raise RuntimeError(f"measurement {spec} failed:\n{out.stderr[-3000:]}")
   return json.loads(out.stdout.strip().splitlines()[-1])
