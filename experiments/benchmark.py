@@ -18,7 +18,8 @@ runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 and o
 U-Net at batch 8 (`--shapes`), train step and sampler step, each measurement in its own
 child process with the same thread count, ours and theirs alternating for `--rounds` rounds
 (the best of each kept), and prints
-steps/s, the ratio, compile time (ours) and peak resident memory of the process. `--json`
+steps/s, the ratio, compile time (ours), peak resident memory of the process, and minor
+page faults and kernel CPU seconds per step (what allocating memory costs). `--json`
 writes the same as a list of records (name, job, ours_steps_per_s, official_steps_per_s,
 ratio, official, ...). Without `--official` the NCSNv2 records carry our numbers only. NCSNv2
 sampling records also carry the compile time of the whole Langevin sampler at L = 10 and
@@ -47,6 +48,7 @@ block on the results.
 import copy
 import os
 import re
+import resource
 import sys
 import time
 
@@ -96,6 +98,21 @@ flags.DEFINE_string("topology", None, "--memory: compile for this TPU topology (
                     "v5p:2x2x1, v5e:2x2) instead of the local devices; needs libtpu.")
 flags.DEFINE_integer("data_size", 0, "Also time the input pipeline (decode, shorter side + "
                      "centre crop, flip) on JPEG and PNG files of this size; 0: skip.")
+
+
+def _start():
+  return time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _rates(steps: int, start) -> dict:
+  """steps/s since `start` (from `_start()`), and per step this process's minor page faults
+  and kernel CPU seconds (all threads): what page-faulting allocations cost."""
+  t0, r0 = start
+  seconds = time.perf_counter() - t0
+  r1 = resource.getrusage(resource.RUSAGE_SELF)
+  return {"steps_per_s": steps / seconds,
+          "faults_per_step": (r1.ru_minflt - r0.ru_minflt) / steps,
+          "kernel_s_per_step": (r1.ru_stime - r0.ru_stime) / steps}
 
 
 def _timed(fn, *args):
@@ -338,11 +355,11 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
     compile_s = time.perf_counter() - t0
     state, m = compiled(state, batch, key)
     jax.block_until_ready(m)
-    t0 = time.perf_counter()
+    start = _start()
     for _ in range(steps):
       state, m = compiled(state, batch, key)
     jax.block_until_ready(m)
-    return {"steps_per_s": steps / (time.perf_counter() - t0), "compile_s": compile_s}
+    return {**_rates(steps, start), "compile_s": compile_s}
   if shape["model"] == "ddpm":
     # `steps` ancestral steps: the same network on a schedule of that length.
     with config.unlocked():
@@ -361,9 +378,9 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
   compiled = fn.lower(state.params, key).compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(state.params, key))
-  t0 = time.perf_counter()
+  start = _start()
   jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1)))
-  result = {"steps_per_s": steps / (time.perf_counter() - t0), "compile_s": compile_s}
+  result = {**_rates(steps, start), "compile_s": compile_s}
   if shape["model"] == "ncsnv2":
     result.update(sampler_compile_by_levels(config, mesh, state.params))
   return result
@@ -428,17 +445,17 @@ def measure_official(path: str, shape: dict, job: str, steps: int) -> dict:
       optimizer.step()
       ema.update(score)
     step()
-    t0 = time.perf_counter()
+    start = _start()
     for _ in range(steps):
       step()
-    return {"steps_per_s": steps / (time.perf_counter() - t0)}
+    return _rates(steps, start)
   levels = max(1, steps // ours.sampling.n_steps_each)
   run = lambda: anneal_Langevin_dynamics(x, score, sigmas[:levels], ours.sampling.n_steps_each,
                                          ours.sampling.step_lr, final_only=True, denoise=False)
   run()
-  t0 = time.perf_counter()
+  start = _start()
   run()
-  return {"steps_per_s": levels * ours.sampling.n_steps_each / (time.perf_counter() - t0)}
+  return _rates(levels * ours.sampling.n_steps_each, start)
 
 
 def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
@@ -489,10 +506,10 @@ def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
       for t in ts:
         y = scheduler.step(unet(y, t).sample, t, y).prev_sample
   step()
-  t0 = time.perf_counter()
+  start = _start()
   for _ in range(steps if job == "train" else 1):
     step()
-  return {"steps_per_s": steps / (time.perf_counter() - t0)}
+  return _rates(steps, start)
 
 
 def run_child(spec: dict) -> dict:
@@ -537,8 +554,9 @@ def official_of(name: str, official: str | None) -> str | None:
 def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
                  sample_steps: int) -> list:
   """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, official, ours_compile_s,
-  ours_peak_rss_mb, official_peak_rss_mb} (NCSNv2 sampling also ours_compile_s_L10 and
-  _L2311): ours and theirs alternate, best of `rounds`."""
+  ours_peak_rss_mb, official_peak_rss_mb, ours/official_faults_per_step (minor page faults),
+  ours/official_kernel_s_per_step} (NCSNv2 sampling also ours_compile_s_L10 and _L2311):
+  ours and theirs alternate, best of `rounds` (by steps/s)."""
   for name in shapes:
     parse_shape(name)
   records = []
@@ -562,6 +580,10 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
           "ours_compile_s": o["compile_s"],
           "ours_peak_rss_mb": o["peak_rss_mb"],
           "official_peak_rss_mb": t["peak_rss_mb"] if t else None,
+          "ours_faults_per_step": o["faults_per_step"],
+          "official_faults_per_step": t["faults_per_step"] if t else None,
+          "ours_kernel_s_per_step": o["kernel_s_per_step"],
+          "official_kernel_s_per_step": t["kernel_s_per_step"] if t else None,
           **{f"ours_{k}": v for k, v in o.items() if k.startswith("compile_s_L")},
       })
   return records
@@ -577,6 +599,13 @@ def format_records(records: list) -> str:
       f"{r['ours_compile_s']:>9.1f} {r['ours_peak_rss_mb']:>8.0f} "
       f"{fmt(r['official_peak_rss_mb'], '>11.0f')}  {r.get('official') or '-'}"
       for r in records]
+  for r in records:
+    if r.get("ours_faults_per_step") is not None:
+      rows.append(
+          f"{r['name']} {r['job']}: minor page faults / kernel CPU s per step, ours "
+          f"{r['ours_faults_per_step']:.0f} / {r['ours_kernel_s_per_step']:.3f}, official "
+          f"{fmt(r['official_faults_per_step'], '.0f')} / "
+          f"{fmt(r['official_kernel_s_per_step'], '.3f')}")
   for r in records:
     levels = [k for k in r if k.startswith("ours_compile_s_L")]
     if levels:

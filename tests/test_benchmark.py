@@ -59,10 +59,15 @@ def test_side_by_side_shapes_records_and_table():
               "ratio": None, "official": None, "ours_compile_s": ours["compile_s"],
               "ours_peak_rss_mb": 700.0, "official_peak_rss_mb": None,
               "ours_compile_s_L10": ours["compile_s_L10"],
-              "ours_compile_s_L2311": ours["compile_s_L2311"]}]
+              "ours_compile_s_L2311": ours["compile_s_L2311"],
+              "ours_faults_per_step": ours["faults_per_step"], "official_faults_per_step": None,
+              "ours_kernel_s_per_step": ours["kernel_s_per_step"],
+              "official_kernel_s_per_step": None}]
+  assert ours["faults_per_step"] >= 0 and ours["kernel_s_per_step"] >= 0
   table = benchmark.format_records(records).splitlines()
-  assert len(table) == 3 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
-  assert "L = 10:" in table[2] and "L = 2311:" in table[2]
+  assert len(table) == 4 and "ncsnv2_cifar10_ngf4_b2" in table[1] and " - " in table[1]
+  assert "page faults" in table[2] and table[2].endswith("official - / -")
+  assert "L = 10:" in table[3] and "L = 2311:" in table[3]
 
 
 def test_memory_table_and_a_topology_that_cannot_be_made():
