@@ -8,7 +8,9 @@ the step's CPU time. With `glibc.malloc.hugetlb=1` malloc asks the kernel for tr
 huge pages for such blocks (madvise), and the same step takes about 600 faults and 0.03-0.08
 s of kernel time (`experiments/benchmark.py` measures the speed; it runs both sides of its
 side-by-side comparison with this setting). PyTorch's train step is unaffected: it keeps
-its tensors in blocks small enough for malloc to reuse.
+its tensors in blocks small enough for malloc to reuse. The kernel must allow transparent
+huge pages on request (/sys/kernel/mm/transparent_hugepage/enabled at madvise or always,
+the usual default); at never the setting changes nothing.
 
 glibc reads its tunables once, at process start, so `main.py` re-executes itself with the
 setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES variable that is already set, even
