@@ -40,6 +40,12 @@ def test_elu_cpu_formula_matches_flax_values_and_gradient():
   g_ref = jax.grad(lambda v: jnp.sum(nn.elu(v) * cot))(x)
   assert bool(jnp.all(jnp.isfinite(g)))
   np.testing.assert_allclose(g, g_ref, rtol=0, atol=2e-7)
+  # bfloat16 compute: as precise as nn.elu in bfloat16 near 0 (exp(x) - 1 rounded to
+  # bfloat16 would give 0 or -2^-8 there).
+  small = jnp.linspace(-1e-3, 0, 11).astype(jnp.bfloat16)
+  out = jax.jit(layers.elu)(small)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out, nn.elu(small))
 
 
 def test_cpu_programs_give_convolutions_to_ynnpack(tiny):

@@ -68,9 +68,11 @@ def elu(x):
 
 
 def _elu_cpu(x):
-  # exp of the clipped value: exp(x) of a large positive x would overflow in the unused branch,
-  # and its NaN gradient would leak through jnp.where's other side.
-  return jnp.where(x > 0, x, jnp.exp(jnp.where(x > 0, 0.0, x)) - 1)
+  # exp of the negative side only: exp(x) of a large positive x would overflow in the unused
+  # branch, and its NaN gradient would leak through jnp.where's other side. In float32: in
+  # bfloat16, exp(x) - 1 near 0 would round to multiples of 2^-8 where expm1 keeps x.
+  neg = jnp.exp(jnp.where(x > 0, 0.0, x).astype(jnp.float32)) - 1
+  return jnp.where(x > 0, x, neg.astype(x.dtype))
 
 
 def _instance_norm_plus(x, gamma, alpha, beta):
