@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from score_jax import host
 
 from conftest import ROOT
@@ -30,3 +32,19 @@ def test_reexec_runs_the_same_command_once_with_the_tunable():
     return
   # The first run execs itself with the tunable; the second finds it and goes on: same pid.
   assert out == ["start", out[1], "None", "start", out[1], host.MALLOC_TUNABLES, "end", out[1]]
+
+
+@pytest.mark.parametrize("script", ["main.py", "experiments/benchmark.py"])
+def test_entry_points_reexec_before_anything_else(script):
+  # The script's source run as __main__ from -c, after a line that reports the variable: the
+  # line runs twice, before and after the re-exec, and --helpshort then ends the program.
+  path = os.path.join(ROOT, script)
+  code = ("import os, sys; print('GLIBC_TUNABLES', os.environ.get('GLIBC_TUNABLES'), flush=True); "
+          f"sys.argv = [{path!r}, '--helpshort']; "
+          f"exec(compile(open({path!r}).read(), {path!r}, 'exec'), "
+          f"{{'__name__': '__main__', '__file__': {path!r}}})")
+  env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True).stdout
+  seen = [l.split(" ", 1)[1] for l in out.splitlines() if l.startswith("GLIBC_TUNABLES ")]
+  assert seen == (["None", host.MALLOC_TUNABLES] if host._glibc() else ["None"]), out[-2000:]  # pylint: disable=protected-access
