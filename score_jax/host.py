@@ -3,17 +3,17 @@
 XLA:CPU allocates a compiled program's temporaries as one block per execution (344 MiB for
 the NCSNv2 train step at ngf 32 / batch 16 on CIFAR-10 shapes) and frees it afterwards.
 glibc serves blocks that large with a fresh mmap, so every step pays a page fault per 4 KiB
-page: 88,000 faults and 0.21 s of kernel time per step on a 2-core machine, a quarter of
+page: 91,240 faults and 0.203 s of kernel time per step on a 2-core machine, a quarter of
 the step's CPU time. With `glibc.malloc.hugetlb=1` malloc asks the kernel for transparent
-huge pages for such blocks (madvise), and the same step takes about 600 faults and 0.03-0.08
-s of kernel time (`experiments/benchmark.py` measures the speed; it runs both sides of its
+huge pages for such blocks (madvise), and the same step takes 819 faults and 0.051 s of
+kernel time (`experiments/benchmark.py` reports both per step; it runs both sides of its
 side-by-side comparison with this setting). PyTorch's train step is unaffected: it keeps
 its tensors in blocks small enough for malloc to reuse. The kernel must allow transparent
 huge pages on request (/sys/kernel/mm/transparent_hugepage/enabled at madvise or always,
 the usual default); at never the setting changes nothing.
 
-glibc reads its tunables once, at process start, so `main.py` re-executes itself with the
-setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES variable that is already set, even
+glibc reads its tunables once, at process start, so `main.py` and `experiments/benchmark.py`
+re-execute themselves with the setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES variable that is already set, even
 empty, is left as it is: that is the way to opt out. Accelerator memory is not malloc's;
 on GPU and TPU hosts only host-side buffers (the input pipeline's) are affected.
 """
