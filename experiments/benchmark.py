@@ -23,7 +23,11 @@ page faults and kernel CPU seconds per step (what allocating memory costs). `--j
 writes the same as a list of records (name, job, ours_steps_per_s, official_steps_per_s,
 ratio, official, ...). Without `--official` the NCSNv2 records carry our numbers only. NCSNv2
 sampling records also carry the compile time of the whole Langevin sampler at L = 10 and
-L = 2311 (ours_compile_s_L10, ours_compile_s_L2311).
+L = 2311 (ours_compile_s_L10, ours_compile_s_L2311). Train records also carry the step's
+GFLOP (XLA's count of our program; the same network on both sides) and the GFLOP/s each
+side reaches with it, beside the rate of one 3x3 convolution (256 channels, 16x16, batch
+8) in XLA and in torch on the same CPU: how near each side's step runs to its own
+convolution kernels (gflop_per_step, ours/official_gflops, ours/official_conv_gflops).
 
 Memory per device of the train step, float32 / bfloat16 compute and without / with
 rematerialisation (`model.dtype`, `model.remat`), from XLA's buffer assignment
@@ -359,7 +363,8 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
     for _ in range(steps):
       state, m = compiled(state, batch, key)
     jax.block_until_ready(m)
-    return {**_rates(steps, start), "compile_s": compile_s}
+    return {**_rates(steps, start), "compile_s": compile_s,
+            "gflop_per_step": program_gflop(compiled)}
   if shape["model"] == "ddpm":
     # `steps` ancestral steps: the same network on a schedule of that length.
     with config.unlocked():
@@ -384,6 +389,53 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
   if shape["model"] == "ncsnv2":
     result.update(sampler_compile_by_levels(config, mesh, state.params))
   return result
+
+
+def program_gflop(compiled) -> float:
+  """GFLOP of one run of a compiled program, by XLA's own count (`cost_analysis`: a
+  multiply-add is 2; convolutions and dots make nearly all of it). Counted for straight-line
+  programs (a train step); a loop's body is counted once, so not for samplers."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"]) / 1e9
+
+
+# The probe: the layer most of the ngf-128 RefineNet is made of (32 of its 75 convolutions).
+PROBE_CONV = {"batch": 8, "size": 16, "channels": 256}
+
+
+def conv_gflops(impl: str, repeats: int = 30) -> float:
+  """GFLOP/s of one 3x3 convolution forward (PROBE_CONV, float32, 'same' padding), best of
+  `repeats`: XLA with our compiler options ('ours') or torch's conv2d ('official'): the
+  rate each side's convolution kernels reach on this CPU, to read the train steps' rates
+  against."""
+  b, n, c = PROBE_CONV["batch"], PROBE_CONV["size"], PROBE_CONV["channels"]
+  rng = np.random.default_rng(0)
+  x = rng.random((b, n, n, c), np.float32)
+  k = rng.random((3, 3, c, c), np.float32) / (9 * c)
+  if impl == "ours":
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                   compiler_options=sharding.compiler_options(mesh))
+    x, k = jnp.asarray(x), jnp.asarray(k)
+    run = lambda: jax.block_until_ready(conv(x, k))
+  else:
+    import torch  # pylint: disable=g-import-not-at-top
+    x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    k = torch.from_numpy(k.transpose(3, 2, 0, 1).copy())
+
+    def run():
+      with torch.no_grad():
+        torch.nn.functional.conv2d(x, k, padding=1)
+  for _ in range(3):  # oneDNN builds and caches its kernel over the first calls
+    run()
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    best = min(best, time.perf_counter() - t0)
+  return 2 * b * n * n * 9 * c * c / best / 1e9
 
 
 # NCSNv2's extremes: 10 levels (a short test run) and 2,311 (its FFHQ and LSUN configs).
@@ -528,11 +580,14 @@ def run_child(spec: dict) -> dict:
 def child_main(spec: dict) -> None:
   import json  # pylint: disable=g-import-not-at-top
   import resource  # pylint: disable=g-import-not-at-top
-  if spec["impl"] == "ours":
-    r = measure_ours(parse_shape(spec["shape"]), spec["job"], spec["steps"])
-  else:
+  if spec["impl"] != "ours":
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(spec["threads"] or os.cpu_count())
+  if spec["job"] == "conv":
+    r = {"conv_gflops": conv_gflops(spec["impl"])}
+  elif spec["impl"] == "ours":
+    r = measure_ours(parse_shape(spec["shape"]), spec["job"], spec["steps"])
+  else:
     shape = parse_shape(spec["shape"])
     if shape["model"] == "ddpm":
       r = measure_diffusers(shape, spec["job"], spec["steps"])
@@ -555,10 +610,15 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
                  sample_steps: int) -> list:
   """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, official, ours_compile_s,
   ours_peak_rss_mb, official_peak_rss_mb, ours/official_faults_per_step (minor page faults),
-  ours/official_kernel_s_per_step} (NCSNv2 sampling also ours_compile_s_L10 and _L2311):
-  ours and theirs alternate, best of `rounds` (by steps/s)."""
+  ours/official_kernel_s_per_step} (NCSNv2 sampling also ours_compile_s_L10 and _L2311;
+  training also gflop_per_step, ours/official_gflops, the rate that makes, and
+  ours/official_conv_gflops, the rate of one PROBE_CONV forward in XLA and in torch,
+  measured once): ours and theirs alternate, best of `rounds` (by steps/s)."""
   for name in shapes:
     parse_shape(name)
+  against_any = any(official_of(name, official) for name in shapes)
+  probe = {impl: run_child({"impl": impl, "job": "conv", "threads": threads})["conv_gflops"]
+           for impl in (("ours", "official") if against_any else ("ours",))}
   records = []
   for name in shapes:
     against = official_of(name, official)
@@ -586,6 +646,15 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
           "official_kernel_s_per_step": t["kernel_s_per_step"] if t else None,
           **{f"ours_{k}": v for k, v in o.items() if k.startswith("compile_s_L")},
       })
+      if job == "train":
+        # The same network and loss on both sides, so XLA's count of ours is theirs too.
+        gflop = o["gflop_per_step"]
+        records[-1].update({
+            "gflop_per_step": gflop,
+            "ours_gflops": gflop * o["steps_per_s"],
+            "official_gflops": gflop * t["steps_per_s"] if t else None,
+            "ours_conv_gflops": probe["ours"],
+            "official_conv_gflops": probe.get("official") if t else None})
   return records
 
 
@@ -606,6 +675,14 @@ def format_records(records: list) -> str:
           f"{r['ours_faults_per_step']:.0f} / {r['ours_kernel_s_per_step']:.3f}, official "
           f"{fmt(r['official_faults_per_step'], '.0f')} / "
           f"{fmt(r['official_kernel_s_per_step'], '.3f')}")
+  b, n, c = PROBE_CONV["batch"], PROBE_CONV["size"], PROBE_CONV["channels"]
+  for r in records:
+    if r.get("gflop_per_step") is not None:
+      rows.append(
+          f"{r['name']} {r['job']}: {r['gflop_per_step']:.1f} GFLOP per step (XLA's count), "
+          f"ours {r['ours_gflops']:.0f} GFLOP/s, official {fmt(r['official_gflops'], '.0f')}; "
+          f"one 3x3 conv {c}->{c} at {n}x{n}, batch {b}, forward: XLA "
+          f"{r['ours_conv_gflops']:.0f}, torch {fmt(r['official_conv_gflops'], '.0f')} GFLOP/s")
   for r in records:
     levels = [k for k in r if k.startswith("ours_compile_s_L")]
     if levels:

@@ -82,3 +82,37 @@ def test_memory_table_and_a_topology_that_cannot_be_made():
   if importlib.util.find_spec("libtpu") is None:
     with pytest.raises(ValueError, match="--topology='v5p:2x2x1'.*libtpu"):
       benchmark.topology_mesh("v5p:2x2x1")
+
+
+def test_train_records_carry_flops_and_the_convolution_probe():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # XLA's count: a [64, 32] @ [32, 16] product is 2 * 64 * 32 * 16 flops.
+  mm = jax.jit(jnp.matmul).lower(jnp.zeros((64, 32)), jnp.zeros((32, 16))).compile()
+  assert benchmark.program_gflop(mm) * 1e9 == 2 * 64 * 32 * 16
+  ours = benchmark.measure_ours({"model": "ncsnv2", "ngf": 4, "batch": 2}, "train", steps=2)
+  assert 0.05 < ours["gflop_per_step"] < 0.5  # the ngf-4 net's step: 0.13 GFLOP
+  conv = benchmark.conv_gflops("ours", repeats=2)
+  assert math.isfinite(conv) and conv > 0
+  gflops = ours["gflop_per_step"] * ours["steps_per_s"]
+  record = {"name": "ncsnv2_cifar10_ngf4_b2", "job": "train",
+            "ours_steps_per_s": ours["steps_per_s"], "official_steps_per_s": None,
+            "ratio": None, "official": None, "ours_compile_s": ours["compile_s"],
+            "ours_peak_rss_mb": 700.0, "official_peak_rss_mb": None,
+            "gflop_per_step": ours["gflop_per_step"], "ours_gflops": gflops,
+            "official_gflops": None, "ours_conv_gflops": conv, "official_conv_gflops": None}
+  table = benchmark.format_records([record]).splitlines()
+  assert len(table) == 3 and "GFLOP per step" in table[2]
+  assert f"ours {gflops:.0f} GFLOP/s, official -" in table[2]
+  assert f"XLA {conv:.0f}, torch - GFLOP/s" in table[2]
+
+
+def test_side_by_side_runs_its_children_ours_only():
+  records = benchmark.side_by_side(["ncsnv2_cifar10_ngf4_b2"], None, rounds=1, threads=1,
+                                   train_steps=2, sample_steps=5)
+  train, sample = records
+  assert (train["job"], sample["job"]) == ("train", "sample")
+  assert train["ratio"] is None and train["official_gflops"] is None
+  assert train["ours_gflops"] == train["gflop_per_step"] * train["ours_steps_per_s"] > 0
+  assert train["ours_conv_gflops"] > 0 and "gflop_per_step" not in sample
+  assert sample["ours_compile_s_L2311"] > 0
