@@ -72,7 +72,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from score_jax import generate, models, sharding, train
+from score_jax import generate, models, sharding, summary, train
 from score_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
@@ -395,9 +395,7 @@ def program_gflop(compiled) -> float:
   """GFLOP of one run of a compiled program, by XLA's own count (`cost_analysis`: a
   multiply-add is 2; convolutions and dots make nearly all of it). Counted for straight-line
   programs (a train step); a loop's body is counted once, so not for samplers."""
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"]) / 1e9
+  return float(summary.xla_cost(compiled)["flops"]) / 1e9
 
 
 # The probe: the layer most of the ngf-128 RefineNet is made of (32 of its 75 convolutions).

@@ -7,6 +7,13 @@ import numpy as np
 from score_jax import models
 
 
+def xla_cost(stage) -> dict:
+  """XLA's cost analysis of a lowered or compiled program as one dict ('flops', 'bytes
+  accessed', ...; a multiply-add counts 2 FLOPs). Older jax returned a one-element list."""
+  cost = stage.cost_analysis()
+  return cost[0] if isinstance(cost, (list, tuple)) else cost
+
+
 def summarize(config) -> dict:
   """{'model', 'params', 'flops_per_image', 'image_shape'} for `get_model(config)`.
 
@@ -22,8 +29,7 @@ def summarize(config) -> dict:
   params = models.count_params(variables["params"])
   spec = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
   lowered = jax.jit(model.apply).lower(variables, *(spec(a) for a in inputs))
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = xla_cost(lowered)
   return dict(model=config.model.name, params=params,
               flops_per_image=float(cost.get("flops", float("nan"))),
               image_shape=tuple(x.shape[1:]))
