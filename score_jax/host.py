@@ -13,8 +13,8 @@ huge pages on request (/sys/kernel/mm/transparent_hugepage/enabled at madvise or
 the usual default); at never the setting changes nothing.
 
 glibc reads its tunables once, at process start, so `main.py` and `experiments/benchmark.py`
-re-execute themselves with the setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES variable that is already set, even
-empty, is left as it is: that is the way to opt out. Accelerator memory is not malloc's;
+re-execute themselves with the setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES
+variable that is already set, even empty, is left as it is: that is the way to opt out. Accelerator memory is not malloc's;
 on GPU and TPU hosts only host-side buffers (the input pipeline's) are affected.
 """
 

@@ -47,4 +47,5 @@ def test_entry_points_reexec_before_anything_else(script):
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                        text=True).stdout
   seen = [l.split(" ", 1)[1] for l in out.splitlines() if l.startswith("GLIBC_TUNABLES ")]
-  assert seen == (["None", host.MALLOC_TUNABLES] if host._glibc() else ["None"]), out[-2000:]  # pylint: disable=protected-access
+  reexecs = host._glibc()  # pylint: disable=protected-access
+  assert seen == (["None", host.MALLOC_TUNABLES] if reexecs else ["None"]), out[-2000:]
