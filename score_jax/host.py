@@ -14,8 +14,9 @@ the usual default); at never the setting changes nothing.
 
 glibc reads its tunables once, at process start, so `main.py` and `experiments/benchmark.py`
 re-execute themselves with the setting (`reexec_with_malloc_tunables`). A GLIBC_TUNABLES
-variable that is already set, even empty, is left as it is: that is the way to opt out. Accelerator memory is not malloc's;
-on GPU and TPU hosts only host-side buffers (the input pipeline's) are affected.
+variable that is already set, even empty, is left as it is: that is the way to opt out.
+Accelerator memory is not malloc's; on GPU and TPU hosts only host-side buffers (the input
+pipeline's) are affected.
 """
 
 import os

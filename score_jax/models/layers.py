@@ -61,8 +61,9 @@ def elu(x):
 
   XLA:CPU's expm1 is a slow scalar-ish polynomial: `exp(x) - 1` on the negative side took
   half the time forward and under a third with its gradient (0.30 -> 0.15 ms and 0.52 ->
-  0.15 ms at [16, 32, 32, 32]), and ELUs follow every norm of the RefineNets. The difference from expm1
-  is exp's rounding near 0, a few 1e-8 absolute. Other platforms run `nn.elu` as XLA does it.
+  0.15 ms at [16, 32, 32, 32]), and ELUs follow every norm of the RefineNets. The
+  difference from expm1 is exp's rounding near 0, a few 1e-8 absolute. Other platforms run
+  `nn.elu` as XLA does it.
   """
   return jax.lax.platform_dependent(x, cpu=_elu_cpu, default=nn.elu)
 
