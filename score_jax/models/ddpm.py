@@ -75,7 +75,12 @@ class ResnetBlock(nn.Module):
   dropout: float
 
   @nn.compact
-  def __call__(self, x, temb, train: bool):
+  def __call__(self, x, temb, train: bool, encoder_features=None):
+    """x [B, H, W, C] -> [B, H, W, features]; temb [B, E]. encoder_features [B, H, W, C']:
+    the up path's skip input, joined after x inside the block, so that remat keeps the two
+    halves (kept anyway) instead of their C + C' wide concatenation."""
+    if encoder_features is not None:
+      x = jnp.concatenate([x, encoder_features], axis=-1)
     dt = x.dtype
     h = nn.silu(_group_norm(self.groups, self.eps, "norm1", dt)(x))
     h = _conv(self.features, "conv1", dt)(h)
@@ -195,13 +200,12 @@ class UpBlock(nn.Module):
   def __call__(self, h, skips, temb, train):
     resnet_block, attn_block = _blocks(self.remat)
     for k in range(self.num_res_blocks + 1):
-      h = jnp.concatenate([h, skips.pop()], axis=-1)  # h first, then the skip
       h = resnet_block(self.features, self.groups, self.eps, self.dropout,
-                      name=f"resnets_{k}")(h, temb, train)
+                      name=f"resnets_{k}")(h, temb, train, skips.pop())
       if self.attention:
         h = attn_block(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{k}")(h)
     if self.upsample:
-      h = Upsample(self.resamp_with_conv, name="upsamplers_0")(h)
+      h = remat_lib.maybe(Upsample, self.remat)(self.resamp_with_conv, name="upsamplers_0")(h)
     return h
 
 
@@ -226,6 +230,14 @@ class MidBlock(nn.Module):
                        name="resnets_1")(h, temb, train)
 
 
+def _output_head(unet: "DDPMUNet", h):
+  """GN-SiLU-conv to the output channels. A function of the module (its layers keep their
+  top-level names) so that remat can take it: it recomputes two full-resolution
+  activations instead of keeping them."""
+  h = nn.silu(_group_norm(unet.num_groups, unet.norm_eps, "conv_norm_out", unet.dtype)(h))
+  return _conv(unet.out_channels, "conv_out", unet.dtype, scale=1e-10)(h)
+
+
 class DDPMUNet(nn.Module):
   """epsilon_theta(x [B, H, W, C], t [B] timestep index 0..T-1) -> [B, H, W, out_channels].
 
@@ -247,7 +259,8 @@ class DDPMUNet(nn.Module):
     dtype: the compute dtype of the convolutions, norms and attention (bfloat16 for mixed
       precision); parameters, the timestep embedding's MLP, softmax and the returned
       epsilon stay float32.
-    remat: recompute each residual and attention block in the backward pass (memory).
+    remat: recompute each residual and attention block, the upsamplers and the output head
+      in the backward pass (memory).
   """
   out_channels: int = 3
   block_out_channels: Sequence[int] = (128, 256, 256, 256)
@@ -291,5 +304,4 @@ class DDPMUNet(nn.Module):
       h = UpBlock(chans[i], self.num_res_blocks, i in self.attn_levels, j < levels - 1,
                   resamp_with_conv=self.resamp_with_conv, name=f"up_blocks_{j}",
                   **common)(h, skips, temb, train)
-    h = nn.silu(_group_norm(self.num_groups, self.norm_eps, "conv_norm_out", self.dtype)(h))
-    return _conv(self.out_channels, "conv_out", self.dtype, scale=1e-10)(h).astype(jnp.float32)
+    return remat_lib.maybe(_output_head, self.remat)(self, h).astype(jnp.float32)

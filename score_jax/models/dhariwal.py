@@ -23,7 +23,7 @@ class DhariwalUNet(nn.Module):
 
   dtype is the compute dtype of the blocks (bfloat16 for mixed precision; the noise and label
   embedding, attention softmax and parameters stay float32); remat recomputes each UNetBlock
-  in the backward pass (memory)."""
+  and the output head in the backward pass (memory)."""
   img_resolution: int
   in_channels: int
   out_channels: int
@@ -91,10 +91,8 @@ class DhariwalUNet(nn.Module):
       else:
         x = block(cout, f"dec_{tag}_up", up=True)(x, emb, train)
       for i in range(self.num_blocks + 1):
-        x = jnp.concatenate([x, skips.pop()], axis=-1)
         cout = self.model_channels * mult
         x = block(cout, f"dec_{tag}_block{i}", attention=res in self.attn_resolutions)(
-            x, emb, train)
-    x = nn.silu(L.GroupNorm(name="out_norm")(x))
-    return L.Conv2d(self.out_channels, 3, winit=L.KAIMING_ZERO, name="out_conv")(x).astype(
-        jnp.float32)
+            x, emb, train, skips.pop())
+    head = remat_lib.maybe(L.output_head, self.remat, static_argnums=(2, 3, 4, 5))
+    return head(self, x, "out_norm", "out_conv", 1e-5, L.KAIMING_ZERO).astype(jnp.float32)

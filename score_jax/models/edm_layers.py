@@ -170,7 +170,12 @@ class UNetBlock(nn.Module):
   bias_gain: float = 0.0
 
   @nn.compact
-  def __call__(self, x, emb, train: bool = False):
+  def __call__(self, x, emb, train: bool = False, encoder_features=None):
+    """x [B, H, W, C] -> [B, H', W', features]; emb [B, E]. encoder_features [B, H, W, C']:
+    the decoder's skip input, joined after x on the channel axis inside the block, so that
+    remat keeps the two halves (kept anyway) instead of their C + C' wide concatenation."""
+    if encoder_features is not None:
+      x = jnp.concatenate([x, encoder_features], axis=-1)
     cin, out = x.shape[-1], self.features
     # Zero-initialised layers (conv1, proj) get zero biases; the others bias_gain's.
     conv_kw = dict(resample_filter=self.resample_filter)
@@ -206,6 +211,15 @@ class UNetBlock(nn.Module):
       a = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(b, hh, ww, out).astype(x.dtype)
       x = (Conv2d(out, 1, winit=self.winit_zero, name="proj", **conv_kw)(a) + x) * self.skip_scale
     return x
+
+
+def output_head(net: nn.Module, x, norm: str, conv: str, eps: float, winit: tuple):
+  """GN-SiLU-3x3 conv from x [B, H, W, C] to [B, H, W, net.out_channels]. A function of the
+  network, whose names its two layers keep (`norm`, `conv`), so that remat can take it
+  (`remat.maybe(output_head, ..., static_argnums=(2, 3, 4, 5))`): recomputed, the two
+  full-resolution activations it reads are not kept."""
+  h = nn.silu(GroupNorm(eps=eps, name=norm)(x))
+  return Conv2d(net.out_channels, 3, winit=winit, name=conv)(h)
 
 
 def positional_embedding(c_noise, num_channels: int, endpoint: bool = False,

@@ -2,8 +2,12 @@
 
 With it on, the backward pass keeps only each block's inputs and recomputes what happens
 inside the block: activation memory falls to about one block's worth plus the block
-boundaries, for about one more forward pass of compute. Parameter names and values are
-unchanged, so a checkpoint trained with it restores without it and back.
+boundaries, for about one more forward pass of compute. What a block takes as input is
+what it keeps, so a U-Net's decoder block joins its skip input itself (`encoder_features`)
+instead of being handed the joined tensor, twice as wide: XLA fuses that concatenation
+into its consumers when nothing checkpoints it, and keeping it cost as much as remat freed
+(DDPM 256 px, README). Parameter names and values are unchanged, so a checkpoint trained
+with it restores without it and back.
 """
 
 import flax.linen as nn
@@ -13,7 +17,8 @@ def maybe(block: type, enabled: bool, static_argnums: tuple = ()) -> type:
   """`block` itself, or `nn.remat(block)` when enabled.
 
   Args:
-    block: a linen Module class.
+    block: a linen Module class, or a function whose first argument is the module whose
+      layers it makes (they keep that module's names).
     enabled: the network's `remat` attribute.
     static_argnums: positions of Python values among __call__'s arguments (self is 0), such
       as a `train` flag or an output shape: they pick the program and cannot be traced.

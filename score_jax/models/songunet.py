@@ -36,7 +36,7 @@ class SongUNet(nn.Module):
 
   dtype is the compute dtype of the blocks (bfloat16 for mixed precision; the noise and label
   embedding, attention softmax and parameters stay float32); remat recomputes each UNetBlock
-  in the backward pass (memory)."""
+  and the output head in the backward pass (memory)."""
   img_resolution: int
   in_channels: int
   out_channels: int
@@ -61,6 +61,7 @@ class SongUNet(nn.Module):
   def __call__(self, x, c_noise, class_labels=None, augment_labels=None, train: bool = False):
     x = jnp.asarray(x, self.dtype)
     unet_block = remat_lib.maybe(L.UNetBlock, self.remat, static_argnums=(3,))  # train
+    head = remat_lib.maybe(L.output_head, self.remat, static_argnums=(2, 3, 4, 5))
     if self.embedding_type not in ("positional", "fourier"):
       raise ValueError(f"embedding_type={self.embedding_type!r}; expected positional or fourier.")
     if self.encoder_type not in ("standard", "skip", "residual"):
@@ -131,16 +132,13 @@ class SongUNet(nn.Module):
       else:
         x = block(cout, f"dec_{tag}_up", up=True)(x, emb, train)
       for i in range(self.num_blocks + 1):
-        x = jnp.concatenate([x, skips.pop()], axis=-1)
         cout = self.model_channels * mult
         attn = i == self.num_blocks and res in self.attn_resolutions
-        x = block(cout, f"dec_{tag}_block{i}", attention=attn)(x, emb, train)
+        x = block(cout, f"dec_{tag}_block{i}", attention=attn)(x, emb, train, skips.pop())
       if self.decoder_type == "skip" or level == 0:
         if self.decoder_type == "skip" and level < len(self.channel_mult) - 1:
           aux = L.Conv2d(self.out_channels, 0, up=True, resample_filter=rf,
                          name=f"dec_{tag}_aux_up")(aux)
-        tmp = L.GroupNorm(eps=1e-6, name=f"dec_{tag}_aux_norm")(x)
-        tmp = L.Conv2d(self.out_channels, 3, winit=L.XAVIER_ZERO,
-                       name=f"dec_{tag}_aux_conv")(nn.silu(tmp))
+        tmp = head(self, x, f"dec_{tag}_aux_norm", f"dec_{tag}_aux_conv", 1e-6, L.XAVIER_ZERO)
         aux = tmp if aux is None else tmp + aux
     return aux.astype(jnp.float32)
