@@ -14,6 +14,7 @@ import pytest
 
 from conftest import tiny_config
 from score_jax import checkpoints, methods, models
+from score_jax.models import remat as remat_lib
 
 KEY = jax.random.PRNGKey(0)
 
@@ -85,6 +86,23 @@ def test_unet_remat_keeps_no_joined_skip_input(family):
   kept = _kept_activation_channels(*_loss_and_params(c, "float32", True))
   assert max(plain) > widest  # the joined inputs exist, and without remat they are kept
   assert max(kept) <= widest, (sorted(kept), widest)
+
+
+def test_join_is_a_concatenation_and_its_gradient_the_two_halves():
+  rng = np.random.default_rng(0)
+  x, skip, w = (jnp.asarray(rng.normal(size=s), jnp.float32)
+                for s in ((2, 3, 3, 4), (2, 3, 3, 6), (2, 3, 3, 10)))
+  np.testing.assert_array_equal(remat_lib.join(x, skip), jnp.concatenate([x, skip], -1))
+  f = lambda join: lambda a, b: jnp.sum(jnp.sin(join(a, b)) * w)
+  got = jax.grad(f(remat_lib.join), argnums=(0, 1))(x, skip)
+  want = jax.grad(f(lambda a, b: jnp.concatenate([a, b], -1)), argnums=(0, 1))(x, skip)
+  for g, e in zip(got, want):
+    assert g.shape == e.shape
+    np.testing.assert_allclose(g, e, rtol=1e-6)
+  # Forward mode passes through (a custom_vjp would not): Jacobian-vector products stay open.
+  tx, tskip = skip[..., :4], jnp.tile(x[..., :2], 3)
+  _, tangent = jax.jvp(remat_lib.join, (x, skip), (tx, tskip))
+  np.testing.assert_array_equal(tangent, jnp.concatenate([tx, tskip], -1))
 
 
 def test_compute_switches_are_checked_and_left_out_of_the_checkpoint_signature(tiny):

@@ -80,7 +80,7 @@ class ResnetBlock(nn.Module):
     the up path's skip input, joined after x inside the block, so that remat keeps the two
     halves (kept anyway) instead of their C + C' wide concatenation."""
     if encoder_features is not None:
-      x = jnp.concatenate([x, encoder_features], axis=-1)
+      x = remat_lib.join(x, encoder_features)
     dt = x.dtype
     h = nn.silu(_group_norm(self.groups, self.eps, "norm1", dt)(x))
     h = _conv(self.features, "conv1", dt)(h)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from score_jax.models import remat as remat_lib
+
 # (mode, gain) pairs of the official code.
 XAVIER = ("xavier_uniform", 1.0)
 XAVIER_ZERO = ("xavier_uniform", 1e-5)
@@ -175,7 +177,7 @@ class UNetBlock(nn.Module):
     the decoder's skip input, joined after x on the channel axis inside the block, so that
     remat keeps the two halves (kept anyway) instead of their C + C' wide concatenation."""
     if encoder_features is not None:
-      x = jnp.concatenate([x, encoder_features], axis=-1)
+      x = remat_lib.join(x, encoder_features)
     cin, out = x.shape[-1], self.features
     # Zero-initialised layers (conv1, proj) get zero biases; the others bias_gain's.
     conv_kw = dict(resample_filter=self.resample_filter)
