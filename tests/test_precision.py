@@ -92,16 +92,20 @@ def test_join_is_a_concatenation_and_its_gradient_the_two_halves():
   rng = np.random.default_rng(0)
   x, skip, w = (jnp.asarray(rng.normal(size=s), jnp.float32)
                 for s in ((2, 3, 3, 4), (2, 3, 3, 6), (2, 3, 3, 10)))
-  np.testing.assert_array_equal(remat_lib.join(x, skip), jnp.concatenate([x, skip], -1))
+  np.testing.assert_array_equal(remat_lib.join(x, skip, True), jnp.concatenate([x, skip], -1))
   f = lambda join: lambda a, b: jnp.sum(jnp.sin(join(a, b)) * w)
-  got = jax.grad(f(remat_lib.join), argnums=(0, 1))(x, skip)
+  got = jax.grad(f(lambda a, b: remat_lib.join(a, b, True)), argnums=(0, 1))(x, skip)
   want = jax.grad(f(lambda a, b: jnp.concatenate([a, b], -1)), argnums=(0, 1))(x, skip)
   for g, e in zip(got, want):
     assert g.shape == e.shape
     np.testing.assert_allclose(g, e, rtol=1e-6)
+  # The halves come back through a barrier (XLA writes them out) only when asked.
+  barrier = lambda split: "optimization_barrier" in str(jax.make_jaxpr(jax.grad(
+      f(lambda a, b: remat_lib.join(a, b, split))))(x, skip))
+  assert barrier(True) and not barrier(False)
   # Forward mode passes through (a custom_vjp would not): Jacobian-vector products stay open.
   tx, tskip = skip[..., :4], jnp.tile(x[..., :2], 3)
-  _, tangent = jax.jvp(remat_lib.join, (x, skip), (tx, tskip))
+  _, tangent = jax.jvp(lambda a, b: remat_lib.join(a, b, True), (x, skip), (tx, tskip))
   np.testing.assert_array_equal(tangent, jnp.concatenate([tx, tskip], -1))
 
 

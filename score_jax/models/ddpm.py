@@ -73,6 +73,7 @@ class ResnetBlock(nn.Module):
   groups: int
   eps: float
   dropout: float
+  split_skip_gradient: bool = False  # with remat: see remat.join
 
   @nn.compact
   def __call__(self, x, temb, train: bool, encoder_features=None):
@@ -80,7 +81,7 @@ class ResnetBlock(nn.Module):
     the up path's skip input, joined after x inside the block, so that remat keeps the two
     halves (kept anyway) instead of their C + C' wide concatenation."""
     if encoder_features is not None:
-      x = remat_lib.join(x, encoder_features)
+      x = remat_lib.join(x, encoder_features, self.split_skip_gradient)
     dt = x.dtype
     h = nn.silu(_group_norm(self.groups, self.eps, "norm1", dt)(x))
     h = _conv(self.features, "conv1", dt)(h)
@@ -201,7 +202,8 @@ class UpBlock(nn.Module):
     resnet_block, attn_block = _blocks(self.remat)
     for k in range(self.num_res_blocks + 1):
       h = resnet_block(self.features, self.groups, self.eps, self.dropout,
-                      name=f"resnets_{k}")(h, temb, train, skips.pop())
+                       split_skip_gradient=self.remat, name=f"resnets_{k}")(
+                           h, temb, train, skips.pop())
       if self.attention:
         h = attn_block(self.attn_groups, self.eps, self.head_dim, name=f"attentions_{k}")(h)
     if self.upsample:

@@ -47,7 +47,8 @@ class DhariwalUNet(nn.Module):
     gain = math.sqrt(1 / 3)  # the official init_bias of every non-zero-initialised layer
     block = lambda feats, name, **kw: unet_block(
         feats, channels_per_head=64, dropout=self.dropout, winit=L.KAIMING,
-        winit_zero=L.KAIMING_ZERO, bias_gain=gain, name=name, **kw)
+        winit_zero=L.KAIMING_ZERO, bias_gain=gain, split_skip_gradient=self.remat, name=name,
+        **kw)
 
     emb = L.positional_embedding(c_noise, self.model_channels)
     if self.augment_dim and augment_labels is not None:

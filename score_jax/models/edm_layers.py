@@ -170,6 +170,7 @@ class UNetBlock(nn.Module):
   winit_zero: tuple = XAVIER_ZERO
   winit_attn: Optional[tuple] = None
   bias_gain: float = 0.0
+  split_skip_gradient: bool = False  # with remat: see remat.join
 
   @nn.compact
   def __call__(self, x, emb, train: bool = False, encoder_features=None):
@@ -177,7 +178,7 @@ class UNetBlock(nn.Module):
     the decoder's skip input, joined after x on the channel axis inside the block, so that
     remat keeps the two halves (kept anyway) instead of their C + C' wide concatenation."""
     if encoder_features is not None:
-      x = remat_lib.join(x, encoder_features)
+      x = remat_lib.join(x, encoder_features, self.split_skip_gradient)
     cin, out = x.shape[-1], self.features
     # Zero-initialised layers (conv1, proj) get zero biases; the others bias_gain's.
     conv_kw = dict(resample_filter=self.resample_filter)

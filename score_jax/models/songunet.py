@@ -74,7 +74,8 @@ class SongUNet(nn.Module):
     block = lambda feats, name, **kw: unet_block(
         feats, num_heads=1, dropout=self.dropout, skip_scale=math.sqrt(0.5), eps=1e-6,
         resample_filter=rf, resample_proj=True, adaptive_scale=False, winit=L.XAVIER,
-        winit_zero=L.XAVIER_ZERO, winit_attn=L.XAVIER_ATTN, name=name, **kw)
+        winit_zero=L.XAVIER_ZERO, winit_attn=L.XAVIER_ATTN, split_skip_gradient=self.remat,
+        name=name, **kw)
 
     # Mapping: the embedding's halves swapped (sin first), labels scaled by sqrt(label_dim).
     if self.embedding_type == "positional":
