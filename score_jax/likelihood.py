@@ -74,7 +74,6 @@ def ddpm_bpd(eps_fn, x0, key, betas, variance: str = "fixed_large", clip_denoise
                 coef1=f32(tab.posterior_mean_coef1), coef2=f32(tab.posterior_mean_coef2),
                 post_logvar=f32(tab.posterior_log_variance_clipped), logvar=f32(logvar))
   keys = per_sample_keys(key, x0.shape[0], sample_ids)
-  bshape = (-1,) + (1,) * (x0.ndim - 1)
 
   def term(_, t):
     c = {k: v[t] for k, v in consts.items()}

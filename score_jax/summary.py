@@ -1,8 +1,6 @@
 """`--mode=summary`: a network's exact parameter count and FLOPs per image, nothing run."""
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from score_jax import models
 
