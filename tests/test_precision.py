@@ -1,7 +1,8 @@
 """model.dtype (bfloat16 compute) and model.remat on every network family.
 
-The checks trace the loss (nothing compiled): what each convolution computes in, a float32
-loss, that blocks are rematerialised, and the same parameter tree whatever the switches.
+The network checks trace the loss (nothing compiled): what each convolution computes in, a
+float32 loss, that blocks are rematerialised, which activations the backward keeps, and the
+same parameter tree whatever the switches; `remat.join` is checked on small arrays.
 That remat leaves gradients as they are is jax.checkpoint's contract; it was measured once
 (README, issue #16 note) rather than compiled in every run of the suite."""
 
