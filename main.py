@@ -32,16 +32,17 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import (calibrate, checkpoints, convert, data, evaluate, generate, summary,
-                       train, workdirs)
-from score_jax.importers import diffusers_unet, edm_pkl, torch_pickle
+from score_jax import build, calibrate, checkpoints, convert, data, errors, generate, summary
+from score_jax import train, workdirs
+from score_jax.eval import fid, reference
+from score_jax.importers import torch_pickle
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and metrics.")
 flags.DEFINE_enum("mode", "train",
                   ["train", "sample", "calibrate", "convert", "summary", "data", "eval",
-                   "eval_ref"],
+                   "eval_ref"],  # the keys of JOBS
                   "train; sample from the newest checkpoint; calibrate noise settings from "
                   "data; convert official weights; summary: parameters and FLOPs; data: "
                   "preview the input pipeline; eval: FID/IS/KID of the newest checkpoint; "
@@ -54,47 +55,45 @@ flags.mark_flags_as_required(["config"])
 
 # What a user can cause and fix: said in one line, without a traceback. Anything else is a
 # bug and keeps its traceback.
-_USER_ERRORS = (checkpoints.CheckpointMismatchError, convert.CheckpointMismatchError,
-                checkpoints.CorruptCheckpointError, checkpoints.NonFiniteError,
+_USER_ERRORS = (errors.CheckpointMismatchError, checkpoints.CorruptCheckpointError, checkpoints.NonFiniteError,
                 torch_pickle.UnsafePickleError,
                 FileNotFoundError, FileExistsError, ValueError)
 
 
+def _data(built, workdir):
+  r = data.preview(built.data, workdir)
+  print(f"{r['source']}: {r['count']} images; batch {r['batch_shape']} float32 in [0, 1]; "
+        f"{r['images_per_s']:.0f} images/s decoded and preprocessed; first batch in "
+        f"{r['preview']}" + (f"; skipped {r['skipped']} bad image(s)" if r["skipped"] else ""))
+
+
+def _convert(built, workdir):
+  step = convert.convert_to_workdir(built, workdir)
+  print(f"Wrote step {step} of {built.convert_path} to {workdir}/checkpoints; sample with "
+        "--mode=sample.")
+
+
+# --mode -> the job: each takes what the builder built and the workdir.
+JOBS = {
+    "train": train.train_and_evaluate,
+    "sample": generate.sample,
+    "calibrate": calibrate.run,
+    "summary": lambda built, workdir: print(summary.format_summary(summary.summarize(built))),
+    "eval": fid.evaluate,
+    "eval_ref": reference.run,
+    "data": _data,
+    "convert": _convert,
+}
+
+
 def run(config, mode: str, workdir):
+  """Build everything `config` describes (every check, nothing written), then run the job."""
   if mode != "summary" and not workdir:
     raise ValueError(f"--workdir is required for --mode={mode}.")
+  built = build.build(config, mode)
   if mode != "summary":
     workdirs.check_writable(workdir)
-  if mode == "train":
-    train.train_and_evaluate(config, workdir)
-  elif mode == "sample":
-    generate.sample(config, workdir)
-  elif mode == "calibrate":
-    calibrate.run(config, workdir)
-  elif mode == "summary":
-    print(summary.format_summary(summary.summarize(config)))
-  elif mode == "eval":
-    evaluate.evaluate(config, workdir)
-  elif mode == "eval_ref":
-    out = config.eval.ref_out or os.path.join(workdir, "ref_stats.npz")
-    evaluate.reference_statistics(config, out)
-  elif mode == "data":
-    r = data.preview(config, workdir)
-    print(f"{r['source']}: {r['count']} images; batch {r['batch_shape']} float32 in [0, 1]; "
-          f"{r['images_per_s']:.0f} images/s decoded and preprocessed; first batch in "
-          f"{r['preview']}" + (f"; skipped {r['skipped']} bad image(s)" if r["skipped"] else ""))
-  elif mode == "convert":
-    path = config.convert.path
-    if not path:
-      raise ValueError("--mode=convert needs --config.convert.path (an NCSN/NCSNv2 .pth file, "
-                       "a diffusers DDPM folder or an EDM network-snapshot-*.pkl).")
-    if path.endswith(".pkl"):
-      step = edm_pkl.convert_to_workdir(path, config, workdir)
-    elif config.model.name == "ddpm":
-      step = diffusers_unet.convert_to_workdir(path, config, workdir)
-    else:
-      step = convert.convert_to_workdir(path, config, workdir)
-    print(f"Wrote step {step} of {path} to {workdir}/checkpoints; sample with --mode=sample.")
+  JOBS[mode](built, workdir)
 
 
 def _one_line(e: BaseException) -> str:

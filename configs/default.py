@@ -56,7 +56,7 @@ def get_default_config() -> ml_collections.ConfigDict:
 
   # --mode=eval / eval_ref (score_jax.evaluate): FID, IS, KID with pytorch-fid's Inception.
   c.eval = e = ml_collections.ConfigDict()
-  e.num_samples = 50_000        # the papers' count; a multiple of sampling.batch_size
+  e.num_samples = 50_000        # the papers' count; any number (the last batch is padded)
   e.inception_weights = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's file, local
   e.ref_stats = ""              # npz with mu, sigma (ours, pytorch-fid's, EDM's fid-refs)
   e.seed = 0                    # sample keys: fold_in(fold_in(PRNGKey(seed), step), shard)
@@ -71,8 +71,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.ref_out = ""                # eval_ref: where to write (default workdir/ref_stats.npz)
   e.features = "inception"      # 'inception' (the papers' FID) or 'mnist' (28x28 CPU jobs)
   e.mnist_weights = ""          # '' = the MNIST feature weights shipped with the package
-  e.after_training = ""         # 'mnist' or 'inception': train ends with an eval in those
-                                # features ('mnist': against the data's own statistics)
+  e.after_training = False      # train ends with an eval of its last checkpoint ...
+  e.after_training_features = "mnist"  # ... in these features: 'mnist' (against the data's
+                                # own statistics) or 'inception' (against eval.ref_stats)
   e.metric = "fid"              # 'fid' (FID/IS/KID of samples) or 'bpd' (DDPM's bound)
   e.bpd_split = "test"          # bpd: the split scored (DDPM Table 2: CIFAR-10 test)
   e.bpd_images = 0              # bpd: the first N images; 0 = the whole split

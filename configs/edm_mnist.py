@@ -33,7 +33,7 @@ def get_config():
   c.sampling.S_churn = 10.0
   c.sampling.inpaint_split = "train"
   c.eval.bpd_split = "train"
-  c.eval.after_training = "mnist"
+  c.eval.after_training = True
   c.eval.num_samples = 108
   c.eval.is_splits = 1
   c.eval.kid_subset_size = 108

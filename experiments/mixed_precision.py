@@ -2,7 +2,7 @@
 
   python experiments/mixed_precision.py --workdir=/tmp/precision
   python experiments/mixed_precision.py --workdir=/tmp/precision --n_iters=600 \
-      --config=configs/ncsnv2_mnist.py --config.eval.after_training=
+      --config=configs/ncsnv2_mnist.py --config.eval.after_training=False
 
 Trains `--config` (default: the README's MNIST job) once per compute dtype
 (`model.dtype`; parameters, Adam and EMA stay float32 in both), each in WORKDIR/<dtype>,
@@ -25,6 +25,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from score_jax import build
 from score_jax import train  # pylint: disable=g-import-not-at-top
 
 FLAGS = flags.FLAGS
@@ -108,7 +109,7 @@ def main(argv):
     done = (os.path.exists(os.path.join(run, "metrics.jsonl"))
             and read_losses(run)[-1][0] >= config.training.n_iters)
     if not done:
-      train.train_and_evaluate(config, run)
+      train.train_and_evaluate(build.build(config), run)
     curves[dtype], evals[dtype] = read_losses(run), closing_eval(run)
   rows = compare(curves, FLAGS.window)
   with open(os.path.join(FLAGS.workdir, "loss_curves.json"), "w") as f:

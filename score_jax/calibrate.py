@@ -8,37 +8,36 @@ import numpy as np
 from score_jax import data, noise
 
 
-def calibrate(config, images=None, coverage_target: float = 0.5) -> dict:
-  """Suggested noise settings for the config's data.
+def calibrate(images, current: dict, seed: int = 0, coverage_target: float = 0.5) -> dict:
+  """Suggested noise settings for `images` (float32 [N, H, W, C] in [0, 1]).
 
-  Returns a dict with: sigma_begin (Technique 1), gamma and num_classes (Technique 2 for
-  the data dimension, from sigma_begin to the config's sigma_end), coverage (what the
-  suggested levels achieve), step_lr (Technique 4 for the config's n_steps_each), and the
-  config's own values under 'config_*'.
+  `current` holds the settings in use: sigma_begin, sigma_end, num_classes (the geometric
+  levels), n_steps_each and step_lr (Langevin). Returns a dict with: sigma_begin (Technique
+  1), gamma and num_classes (Technique 2 for the data dimension, from sigma_begin to
+  sigma_end), coverage (what the suggested levels achieve), step_lr (Technique 4 for
+  n_steps_each), and the current values under 'config_*'.
   """
-  if images is None:
-    images = data.load_images(config, "train")
   dim = int(np.prod(images.shape[1:]))
-  sigma_begin = noise.max_pairwise_distance(images, seed=config.seed)
-  sigma_end = config.model.sigma_end
+  sigma_begin = noise.max_pairwise_distance(images, seed=seed)
+  sigma_end = current["sigma_end"]
   gamma = noise.geometric_ratio(dim, coverage_target)
   levels = noise.num_noise_levels(sigma_begin, sigma_end, dim, coverage_target)
   sigmas = noise.geometric_sigmas(sigma_begin, sigma_end, levels)
-  t = config.sampling.n_steps_each
+  t = current["n_steps_each"]
   step_lr = noise.langevin_step_size(sigmas, t)
   actual_gamma = float(sigmas[0] / sigmas[1])
-  cfg_sigmas = noise.sigmas_from_config(config)
+  cfg_sigmas = noise.geometric_sigmas(current["sigma_begin"], sigma_end, current["num_classes"])
   cfg_gamma = float(cfg_sigmas[0] / cfg_sigmas[1])
   return {
       "dim": dim, "sigma_begin": sigma_begin, "gamma": gamma, "num_classes": levels,
       "coverage": noise.coverage(actual_gamma, dim), "step_lr": step_lr,
       "eq4_ratio": float(noise.langevin_variance_ratio(step_lr, t, actual_gamma, sigma_end)),
-      "config_sigma_begin": config.model.sigma_begin,
-      "config_num_classes": config.model.num_classes,
+      "config_sigma_begin": current["sigma_begin"],
+      "config_num_classes": current["num_classes"],
       "config_coverage": noise.coverage(cfg_gamma, dim),
-      "config_step_lr": config.sampling.step_lr,
+      "config_step_lr": current["step_lr"],
       "config_eq4_ratio": float(noise.langevin_variance_ratio(
-          config.sampling.step_lr, t, cfg_gamma, config.model.sigma_end)),
+          current["step_lr"], t, cfg_gamma, sigma_end)),
   }
 
 
@@ -67,10 +66,12 @@ def report(result: dict, n_steps_each: int) -> str:
   return "\n".join(lines)
 
 
-def run(config, workdir: str) -> dict:
-  """Print the report and write the override line to workdir/calibration.txt."""
-  result = calibrate(config)
-  text = report(result, config.sampling.n_steps_each)
+def run(built, workdir: str) -> dict:
+  """`--mode=calibrate` of a `build.Built`: print the report and write the override line to
+  workdir/calibration.txt."""
+  images = data.load_images(built.data, "train", progress="calibrate: read")
+  result = calibrate(images, built.noise_settings, built.seed)
+  text = report(result, built.noise_settings["n_steps_each"])
   print(text)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "calibration.txt"), "w") as f:

@@ -1,7 +1,8 @@
 """Orbax checkpoints of the TrainState, each with a JSON signature of the model it holds
 and a checksum of every array.
 
-The signature (the config's `model` section, image size and channels) is checked before a
+The signature (the config's `model` section, image size and channels, made by
+`build.model_signature`) is checked before a
 restore, so pointing a run at a workdir of another model fails with the differing keys
 named instead of a shape error deep in orbax, and nothing in that workdir is touched.
 
@@ -28,21 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-
-def model_signature(config) -> dict:
-  """What must agree between a checkpoint and the config that restores it."""
-  sig = {f"model.{k}": v for k, v in config.model.to_dict().items()
-         if k not in ("ema_rate", "dtype", "remat")}
-  sig["data.image_size"] = config.data.image_size
-  sig["data.channels"] = config.data.channels
-  if config.model.name == "ddpm":  # the network's t is an index into this schedule
-    sig.update({f"diffusion.{k}": v for k, v in config.diffusion.to_dict().items()})
-  # As JSON stores it (tuples become lists), so that a restored signature compares equal.
-  return json.loads(json.dumps(sig))
-
-
-class CheckpointMismatchError(ValueError):
-  """The workdir holds a checkpoint of another model."""
+from score_jax.errors import CheckpointMismatchError  # pylint: disable=unused-import
 
 
 class CorruptCheckpointError(ValueError):
@@ -102,10 +89,12 @@ def fingerprint(tree) -> tuple[dict, list]:
 class Checkpointer:
   """Saves and restores TrainStates under workdir/checkpoints, keeping the last `keep`."""
 
-  def __init__(self, workdir: str, config, keep: int = 3, create: bool = True):
-    """create=False for readers (sampling, evaluation): a missing folder stays missing."""
+  def __init__(self, workdir: str, signature: dict, keep: int = 3, create: bool = True):
+    """`signature`: what the checkpoints must agree with (`build.Built.signature`, JSON
+    values). create=False for readers (sampling, evaluation): a missing folder stays
+    missing."""
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    self._signature = model_signature(config)
+    self._signature = signature
     # A run killed during a save leaves a tmp folder; the next writer removes it.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                            cleanup_tmp_directories=create)
@@ -243,3 +232,29 @@ class _FrozenPosition:
 
   def get_state(self) -> bytes:
     return self._state
+
+
+def open_trained(workdir: str, built, mesh, keep: Optional[int] = None):
+  """(Checkpointer, abstract TrainState) of a trained workdir, for the jobs that read one
+  (sampling, evaluation): the workdir must hold a checkpoint of the built model.
+
+  Raises FileNotFoundError when it has none; CheckpointMismatchError is raised by the
+  restore when it holds another model's.
+  """
+  from score_jax import state as state_lib  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(workdir, built.signature,
+                      keep=built.train.keep_checkpoints if keep is None else keep, create=False)
+  if ckpt.latest_step() is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first "
+                            "(--mode=train) or convert an official one.")
+  return ckpt, state_lib.abstract_state(built, mesh)
+
+
+def restore_finite_params(ckpt: Checkpointer, step: int, target):
+  """The EMA parameters (raw when none kept) of the checkpoint at `step`; ValueError when
+  they hold NaN or Inf."""
+  params = ckpt.restore(step, target).ema_params
+  if not all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(params)):
+    raise ValueError(f"the checkpoint at step {step} holds non-finite weights; refusing "
+                     "to score it.")
+  return params

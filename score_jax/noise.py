@@ -32,12 +32,6 @@ def geometric_sigmas(sigma_begin: float, sigma_end: float, num_classes: int) -> 
   return np.exp(log_sigmas).astype(np.float32)
 
 
-def sigmas_from_config(config) -> np.ndarray:
-  """The noise levels of `config.model` (sigma_begin, sigma_end, num_classes); float32 [L]."""
-  return geometric_sigmas(config.model.sigma_begin, config.model.sigma_end,
-                          config.model.num_classes)
-
-
 # --- Noise settings from data: NCSNv2 Techniques 1, 2 and 4 ---------------------------------
 
 def max_pairwise_distance(data, max_points: int = 10_000, subsample_above: int = 60_000,

@@ -69,52 +69,39 @@ def edm_ema_decay(batch_size: int, halflife_kimg: float, rampup_ratio: float):
 SCHEDULES = ("constant", "cosine")
 
 
-def learning_rate(config) -> optax.Schedule:
-  """step -> learning rate: `optim.warmup` steps of linear warm-up from 0 to `optim.lr`,
-  then constant ('constant', the official NCSNv2 setting) or a cosine down to `optim.lr_end`
-  at `training.n_iters` ('cosine'; a short run ends on small steps instead of on an EMA of
-  large ones). The step is the optimizer's own count, so a resumed run continues it.
+def learning_rate(schedule: str, lr: float, warmup: int, n_iters: int,
+                  lr_end: float = 0.0) -> optax.Schedule:
+  """step -> learning rate: `warmup` steps of linear warm-up from 0 to `lr`, then constant
+  ('constant', the official NCSNv2 setting) or a cosine down to `lr_end` at step `n_iters`
+  ('cosine'; a short run ends on small steps instead of on an EMA of large ones). The step
+  is the optimizer's own count, so a resumed run continues it. (The builder checks the
+  ranges and names the config keys.)
   """
-  o, n_iters = config.optim, config.training.n_iters
-  if o.schedule not in SCHEDULES:
-    raise ValueError(f"config.optim.schedule={o.schedule!r}; expected one of {SCHEDULES}.")
-  # A constant schedule may ramp up for longer than the run (EDM's 10 Mimg ramp in a short
-  # run); a cosine must have steps left to decay over.
-  if o.warmup < 0 or (o.schedule == "cosine" and o.warmup >= n_iters):
-    raise ValueError(f"config.optim.warmup={o.warmup!r} must lie in [0, training.n_iters="
-                     f"{n_iters})" + (" for the cosine schedule." if o.warmup >= 0 else "."))
-  if o.schedule == "cosine":
-    if not 0.0 <= o.lr_end <= o.lr:
-      raise ValueError(f"config.optim.lr_end={o.lr_end!r} must lie in [0, optim.lr={o.lr}].")
-    return optax.warmup_cosine_decay_schedule(0.0, o.lr, o.warmup, n_iters, o.lr_end)
-  if o.warmup:
+  if schedule not in SCHEDULES:
+    raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}.")
+  if schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, n_iters, lr_end)
+  if warmup:
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, o.lr, o.warmup), optax.constant_schedule(o.lr)],
-        [o.warmup])
-  return optax.constant_schedule(o.lr)
+        [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
+  return optax.constant_schedule(lr)
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
-  """Adam as the official code uses it (L2 weight decay added to the gradient, not AdamW),
-  optional global-norm clipping, the learning-rate schedule of `learning_rate`, then the
-  parameter EMA when `config.model.ema` is set."""
-  o = config.optim
-  if o.optimizer != "Adam":
-    raise ValueError(f"config.optim.optimizer={o.optimizer!r}; only 'Adam' is implemented.")
+def make_optimizer(lr_fn: optax.Schedule, beta1: float = 0.9, eps: float = 1e-8,
+                   weight_decay: float = 0.0, grad_clip: float = 0.0,
+                   ema_decay=None) -> optax.GradientTransformation:
+  """Adam as the official code uses it (L2 weight decay added to the gradient, not AdamW;
+  beta2 0.999), global-norm clipping when `grad_clip` > 0, the schedule `lr_fn`, then the
+  parameter EMA with `ema_decay` (a number, or a function of the update count such as
+  `edm_ema_decay`) unless it is None."""
   parts = []
-  if o.grad_clip and o.grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(o.grad_clip))
-  if o.weight_decay:
-    parts.append(optax.add_decayed_weights(o.weight_decay))
-  parts += [optax.scale_by_adam(b1=o.beta1, b2=0.999, eps=o.eps),
-            optax.scale_by_learning_rate(learning_rate(config))]
-  if config.model.ema:
-    m = config.model
-    if "ema_halflife_kimg" in m:
-      parts.append(ema_params(edm_ema_decay(config.training.batch_size, m.ema_halflife_kimg,
-                                            m.ema_rampup_ratio)))
-    else:
-      parts.append(ema_params(m.ema_rate))
+  if grad_clip and grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(grad_clip))
+  if weight_decay:
+    parts.append(optax.add_decayed_weights(weight_decay))
+  parts += [optax.scale_by_adam(b1=beta1, b2=0.999, eps=eps), optax.scale_by_learning_rate(lr_fn)]
+  if ema_decay is not None:
+    parts.append(ema_params(ema_decay))
   return optax.chain(*parts)
 
 

@@ -11,10 +11,13 @@ Samplers call `Denoiser.fn`; discrete networks also give `round_sigma`, so a sam
 steps on the grid as EDM does for such networks.
 """
 
+import dataclasses
 from typing import Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 import numpy as np
+
+from score_jax import schedules
 
 
 class Denoiser(NamedTuple):
@@ -161,3 +164,95 @@ def iddpm_coefficients(sigma, u):
   index = iddpm_round_index(sigma, u)
   return (jnp.ones_like(sigma), -sigma, 1 / jnp.sqrt(sigma ** 2 + 1),
           (M - 1 - index).astype(jnp.float32))
+
+
+# --- EDM Table 1 as objects: one frozen dataclass per row -----------------------------------
+# Each gives coefficients(sigma [B], table) -> (c_skip, c_out, c_in, c_noise) and the sigma
+# range the official class samples over. They are the `precond` field of models.edm.EDMNet,
+# hashable, so that the network is a plain linen module and two networks with the same row
+# compare equal. Rows with a table (iDDPM's u) say its length; the network keeps the table
+# with its parameters, as the official code keeps a buffer.
+
+@dataclasses.dataclass(frozen=True)
+class VPPrecond:
+  beta_d: float = 19.9
+  beta_min: float = 0.1
+  M: int = 1000
+  epsilon_t: float = 1e-5
+  name = "vp"
+  table_size = 0
+
+  def coefficients(self, sigma, table=None):
+    del table
+    return vp_coefficients(sigma, self.beta_d, self.beta_min, self.M)
+
+  def sigma_range(self, table=None):
+    del table
+    vp = schedules.vp_sigma(self.beta_d, self.beta_min)
+    return float(vp(self.epsilon_t)), float(vp(1.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class VEPrecond:
+  sigma_min: float = 0.02
+  sigma_max: float = 100.0
+  name = "ve"
+  table_size = 0
+
+  def coefficients(self, sigma, table=None):
+    del table
+    return ve_coefficients(sigma)
+
+  def sigma_range(self, table=None):
+    del table
+    return float(self.sigma_min), float(self.sigma_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class IDDPMPrecond:
+  C_1: float = 0.001  # pylint: disable=invalid-name
+  C_2: float = 0.008  # pylint: disable=invalid-name
+  M: int = 1000
+  name = "iddpm"
+
+  @property
+  def table_size(self) -> int:
+    return self.M + 1
+
+  def table(self) -> np.ndarray:
+    return iddpm_u_table(self.M, self.C_1, self.C_2)
+
+  def coefficients(self, sigma, table=None):
+    return iddpm_coefficients(sigma, self.table() if table is None else table)
+
+  def sigma_range(self, table=None):
+    u = self.table() if table is None else np.asarray(table)
+    return float(u[self.M - 1]), float(u[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMPrecond:
+  sigma_data: float = 0.5
+  sigma_min: float = 0.0
+  sigma_max: float = float("inf")
+  name = "edm"
+  table_size = 0
+
+  def coefficients(self, sigma, table=None):
+    del table
+    return edm_coefficients(sigma, self.sigma_data)
+
+  def sigma_range(self, table=None):
+    del table
+    return float(self.sigma_min), float(self.sigma_max)
+
+
+PRECONDITIONERS = {"vp": VPPrecond, "ve": VEPrecond, "iddpm": IDDPMPrecond, "edm": EDMPrecond}
+
+
+def preconditioner(name: str, **kwargs):
+  """The Table 1 row `name` ('vp', 've', 'iddpm', 'edm') with the official class's kwargs;
+  None values take the official defaults."""
+  if name not in PRECONDITIONERS:
+    raise ValueError(f"precond={name!r}; expected one of {tuple(PRECONDITIONERS)}.")
+  return PRECONDITIONERS[name](**{k: v for k, v in kwargs.items() if v is not None})

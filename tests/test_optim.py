@@ -4,6 +4,7 @@ import numpy as np
 import optax
 import pytest
 
+from score_jax import build
 from score_jax import optim
 
 
@@ -43,7 +44,7 @@ def test_make_optimizer_is_torch_style_adam(tiny):
   # One step of Adam from zero state moves each parameter by lr * g / (|g| + eps) ~= lr.
   c = tiny()
   c.model.ema = False
-  tx = optim.make_optimizer(c)
+  tx = build.build(c).optimizer
   params = {"w": jnp.array([1.0, 2.0])}
   updates, _ = tx.update({"w": jnp.array([0.5, -3.0])}, tx.init(params), params)
   np.testing.assert_allclose(updates["w"], [-c.optim.lr, c.optim.lr], rtol=1e-4)
@@ -65,20 +66,20 @@ def test_make_optimizer_clips_gradients(tiny):
 
   want = run(optax.chain(optax.clip_by_global_norm(1.0),
                          optax.adam(c.optim.lr, b1=c.optim.beta1, eps=c.optim.eps)))
-  np.testing.assert_allclose(run(optim.make_optimizer(c)), want, rtol=1e-5)
+  np.testing.assert_allclose(run(build.build(c).optimizer), want, rtol=1e-5)
   c.optim.grad_clip = 0.0
-  assert not np.allclose(run(optim.make_optimizer(c)), want, rtol=1e-3)
+  assert not np.allclose(run(build.build(c).optimizer), want, rtol=1e-3)
 
 
 def test_make_optimizer_rejects_unknown_optimizer(tiny):
   c = tiny()
   c.optim.optimizer = "SGD"
   with pytest.raises(ValueError, match="optimizer='SGD'"):
-    optim.make_optimizer(c)
+    build.build(c).optimizer
 
 
 def test_with_ema_replaces_the_average(tiny):
-  tx = optim.make_optimizer(tiny())
+  tx = build.build(tiny()).optimizer
   state = tx.init({"w": jnp.zeros(2)})
   state = optim.with_ema(state, {"w": jnp.ones(2)})
   np.testing.assert_array_equal(optim.ema_of(state)["w"], 1.0)
@@ -89,7 +90,7 @@ def test_with_ema_replaces_the_average(tiny):
 def test_cosine_schedule_warms_up_then_follows_the_cosine(tiny):
   c = tiny(**{"training.n_iters": 110, "optim.schedule": "cosine", "optim.warmup": 10,
               "optim.lr": 2e-3, "optim.lr_end": 1e-4})
-  lr = optim.learning_rate(c)
+  lr = build.build(c).lr_fn
   np.testing.assert_allclose([lr(0), lr(5), lr(10)], [0.0, 1e-3, 2e-3], rtol=1e-6)
   # Half-way through the decay the cosine term is 0: the mean of lr and lr_end.
   np.testing.assert_allclose(lr(60), (2e-3 + 1e-4) / 2, rtol=1e-5)
@@ -98,9 +99,9 @@ def test_cosine_schedule_warms_up_then_follows_the_cosine(tiny):
 
 def test_constant_schedule_with_and_without_warmup(tiny):
   c = tiny(**{"training.n_iters": 50, "optim.lr": 1e-3})
-  assert [float(optim.learning_rate(c)(s)) for s in (0, 49)] == [1e-3, 1e-3]
+  assert [float(build.build(c).lr_fn(s)) for s in (0, 49)] == [1e-3, 1e-3]
   c.optim.warmup = 4
-  np.testing.assert_allclose([optim.learning_rate(c)(s) for s in (0, 2, 4, 40)],
+  np.testing.assert_allclose([build.build(c).lr_fn(s) for s in (0, 2, 4, 40)],
                              [0.0, 5e-4, 1e-3, 1e-3], rtol=1e-6)
 
 
@@ -109,7 +110,7 @@ def test_optimizer_steps_by_the_schedule(tiny):
   # each update is -lr(step) * sign(g).
   c = tiny(**{"training.n_iters": 4, "optim.schedule": "cosine", "optim.lr_end": 1e-5})
   c.model.ema = False
-  tx, lr = optim.make_optimizer(c), optim.learning_rate(c)
+  tx, lr = build.build(c).optimizer, build.build(c).lr_fn
   params = {"w": jnp.array([1.0, 2.0])}
   state = tx.init(params)
   for step in range(4):
@@ -125,4 +126,4 @@ def test_optimizer_steps_by_the_schedule(tiny):
 ])
 def test_learning_rate_rejects_bad_settings(tiny, override, match):
   with pytest.raises(ValueError, match=match):
-    optim.learning_rate(tiny(**override))
+    build.build(tiny(**override)).lr_fn

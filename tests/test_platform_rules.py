@@ -50,11 +50,12 @@ def test_elu_cpu_formula_matches_flax_values_and_gradient():
 
 def test_cpu_programs_give_convolutions_to_ynnpack(tiny):
   from types import SimpleNamespace
-  from score_jax import sharding, state, train
+  from score_jax import build, sharding, state, train
   mesh = sharding.data_mesh()
   c = tiny()
-  model, tx, target = state.abstract_state(c, mesh)
-  step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+  built = build.build(c)
+  target = state.abstract_state(built, mesh)
+  step = train.jit_train_step(train.train_step_of(built), mesh)
   batch = jax.ShapeDtypeStruct((c.training.batch_size, 28, 28, 1), jnp.float32)
   hlo = step.lower(target, batch, jax.random.PRNGKey(0)).compile().as_text()
   assert "__ynn_fusion" in hlo

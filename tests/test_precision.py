@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from score_jax import checkpoints, methods, models
+from score_jax import build
+from score_jax import models
 from score_jax.models import remat as remat_lib
 
 KEY = jax.random.PRNGKey(0)
@@ -37,9 +38,9 @@ def _config(family):
 
 def _loss_and_params(c, dtype, remat):
   c.model.dtype, c.model.remat = dtype, remat
-  model = models.get_model(c)
-  params = jax.eval_shape(model.init, KEY, *models.example_inputs(c))["params"]
-  method = methods.get_method(c, model)
+  built = build.build(c)
+  params = jax.eval_shape(built.network.init, KEY, *built.inputs)["params"]
+  method = built.method
   batch = jnp.asarray(np.random.default_rng(0).random((8, 28, 28, 1), np.float32))
   labels = jnp.arange(8) % 10 if method.label_dim else None
   return (lambda p: method.loss_fn(p, batch, KEY, labels)), params
@@ -117,7 +118,7 @@ def test_compute_switches_are_checked_and_left_out_of_the_checkpoint_signature(t
   with pytest.raises(TypeError):  # the locked config keeps remat a bool
     tiny(**{"model.remat": "yes"})
   # A float32 checkpoint resumes with bfloat16 compute and remat, and back.
-  a = checkpoints.model_signature(tiny())
-  assert a == checkpoints.model_signature(tiny(**{"model.dtype": "bfloat16",
+  a = build.model_signature(tiny())
+  assert a == build.model_signature(tiny(**{"model.dtype": "bfloat16",
                                                   "model.remat": True}))
   assert "model.dtype" not in a and "model.ngf" in a

@@ -17,7 +17,8 @@ import pytest
 from conftest import FIXTURES, ROOT, preempted_step, subprocess_env, wait_for_logged_steps
 from experiments import kill_resume
 from score_jax import checkpoints, sharding
-from score_jax.state import abstract_state, build
+from score_jax import build
+from score_jax.state import abstract_state, fresh_state
 
 TINY = os.path.join(ROOT, "tests", "tiny_mnist_config.py")
 MAIN = os.path.join(ROOT, "main.py")
@@ -87,18 +88,19 @@ def test_a_diverging_run_stops_and_writes_no_nonfinite_checkpoint(tmp_path, tiny
                  f"--config.training.snapshot_freq={snapshot_freq}")
   assert_one_line_error(out, "training went non-finite at step")
   bad_step = int(out.stderr.split("non-finite at step ")[1].split()[0])
-  ckpt = checkpoints.Checkpointer(wd, tiny(), create=False)
+  built = build.build(tiny())
+  ckpt = checkpoints.Checkpointer(wd, built.signature, create=False)
   assert all(s < bad_step for s in ckpt.all_steps())
-  _, _, target = abstract_state(tiny(), sharding.data_mesh())
+  target = abstract_state(built, sharding.data_mesh())
   for step in ckpt.all_steps():  # every one restores, checksums and finiteness verified
     ckpt.restore(step, target)
 
 
 def test_save_refuses_nonfinite_state(tmp_path, tiny):
-  c = tiny()
-  _, _, state = build(c, sharding.data_mesh())
+  built = build.build(tiny())
+  state = fresh_state(built, sharding.data_mesh())
   bad = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
-  ckpt = checkpoints.Checkpointer(str(tmp_path), c)
+  ckpt = checkpoints.Checkpointer(str(tmp_path), built.signature)
   with pytest.raises(checkpoints.NonFiniteError, match="NaN or Inf in params/.* at step 5"):
     ckpt.save(5, bad)
   ckpt.wait()
@@ -148,8 +150,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous(trained, tmp_pat
   wd = str(tmp_path / "run")
   shutil.copytree(trained, wd)
   damage(os.path.join(wd, "checkpoints", "4"))
-  _, _, target = abstract_state(tiny(), sharding.data_mesh())
-  ckpt = checkpoints.Checkpointer(wd, tiny())
+  built = build.build(tiny())
+  target = abstract_state(built, sharding.data_mesh())
+  ckpt = checkpoints.Checkpointer(wd, built.signature)
   with pytest.raises(checkpoints.CorruptCheckpointError, match="checkpoints/4"):
     ckpt.restore(4, target)
   state = ckpt.restore_latest(target, quarantine=True)

@@ -11,6 +11,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from conftest import FIXTURES, ROOT, run_main, tiny_config
+from score_jax import build
+from score_jax import state as state_lib
 from score_jax import generate, precond, samplers, schedules, sharding, train
 
 MU, S = 0.3, 0.4  # data N(MU, S^2) per pixel, in the [-1, 1] space
@@ -129,18 +131,20 @@ def test_every_sampler_runs_on_every_network(family):
     c.diffusion.num_timesteps = 50  # a shorter ancestral chain for the test
     c.sampling.num_steps = 3
   mesh = sharding.data_mesh()
-  model, tx, state = train.build(c, mesh)
+  built = build.build(c)
+  state = state_lib.fresh_state(built, mesh)
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
   if family == "ncsn":  # the one test that compiles NCSN's (conditional RefineNet) training
-    step = train.jit_train_step(train.make_train_step(c, model, tx), mesh)
+    step = train.jit_train_step(train.train_step_of(built), mesh)
     batch = jax.device_put(np.random.default_rng(0).random((8, 28, 28, 1), np.float32), data)
     state, metrics = step(state, batch, jax.random.PRNGKey(1))
     assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
   outs = {}
   for method in ("langevin", "ancestral", "edm"):
     c.sampling.method = method
-    fn = generate.jit_sample_fn(generate.make_sample_fn(c, model, batch_sharding=data), mesh)
-    out = np.asarray(fn(state.params, jax.random.PRNGKey(0)))
+    fn = generate.jit_sample_fn(generate.sample_fn_of(build.build(c), batch_sharding=data),
+                                mesh)
+    out = np.asarray(fn(state.params, jax.random.PRNGKey(0), 0))
     assert out.shape == (8, 28, 28, 1) and np.all(np.isfinite(out)), method
     outs[method] = out
   assert not np.allclose(outs["ancestral"], outs["edm"])
@@ -149,13 +153,13 @@ def test_every_sampler_runs_on_every_network(family):
 def test_sampler_setting_errors_are_clear():
   c = tiny_ddpm(**{"sampling.method": "heun"})
   with pytest.raises(ValueError, match="sampling.method='heun'"):
-    train.validate_config(c)
+    build.build(c)
   c = tiny_ddpm(**{"sampling.inpainting": True})
   with pytest.raises(ValueError, match="NCSN/NCSNv2"):
-    train.validate_config(c)
+    build.build(c)
   c = tiny_ddpm(**{"sampling.variance": "learned"})
   with pytest.raises(ValueError, match="variance='learned'"):
-    train.validate_config(c)
+    build.build(c)
 
 
 _main = run_main
@@ -182,8 +186,9 @@ def test_main_converts_a_diffusers_folder_and_samples_from_it(tmp_path):
   from configs import ddpm_cifar10
   c = ddpm_cifar10.get_config()
   c.model.ch, c.model.ch_mult, c.model.num_groups, c.model.dropout = 16, (1, 2, 2, 2), 8, 0.0
-  _, _, target = train.abstract_state(c, sharding.data_mesh())
-  state = checkpoints.Checkpointer(wd, c).restore_latest(target)
+  built = build.build(c)
+  target = state_lib.abstract_state(built, sharding.data_mesh())
+  state = checkpoints.Checkpointer(wd, built.signature).restore_latest(target)
   model, variables = importers.load_diffusers_unet(folder)
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 32, 32, 3))
   np.testing.assert_array_equal(model.apply({"params": state.ema_params}, x, jnp.array([5])),
@@ -225,27 +230,27 @@ def test_ddpm_trains_resumes_and_samples_with_the_progressive_figure(tmp_path):
   from score_jax import checkpoints
   wd = str(tmp_path / "wd")
   c = tiny_ddpm()
-  state = train.train_and_evaluate(c, wd)
+  state = train.train_and_evaluate(build.build(c), wd)
   assert int(state.step) == 4
   assert os.path.exists(os.path.join(wd, "samples", "image_grid_4.png"))
   lines = open(os.path.join(wd, "metrics.jsonl")).read().splitlines()
   assert [json.loads(l)["step"] for l in lines] == [1, 2, 3, 4]
   assert all(np.isfinite(json.loads(l)["loss"]) for l in lines)
-  samples = generate.sample(c, wd)
+  samples = generate.sample(build.build(c), wd)
   assert samples.shape == (8, 28, 28, 1) and np.all(np.isfinite(samples))
   prog = np.load(os.path.join(wd, "samples", "progressive_4.npz"))
   assert prog["predicted_x0"].shape == (3, 8, 28, 28, 1)
   np.testing.assert_allclose(prog["predicted_x0"][-1], samples, rtol=1e-5, atol=1e-6)
   # A schedule other than the one the network was trained with is refused, naming it.
   with pytest.raises(checkpoints.CheckpointMismatchError, match="diffusion.num_timesteps"):
-    generate.sample(tiny_ddpm(**{"diffusion.num_timesteps": 30}), wd)
+    generate.sample(build.build(tiny_ddpm(**{"diffusion.num_timesteps": 30})), wd)
   # Resuming continues the step count with the same method.
   c2 = tiny_ddpm(**{"training.n_iters": 6})
-  assert int(train.train_and_evaluate(c2, wd).step) == 6
+  assert int(train.train_and_evaluate(build.build(c2), wd).step) == 6
 
 
 def test_summary_runs_on_a_refinenet_config():
   from configs import ncsnv2_mnist
   from score_jax import summary
-  s = summary.summarize(ncsnv2_mnist.get_config())
+  s = summary.summarize(build.build(ncsnv2_mnist.get_config()))
   assert s["model"] == "ncsnv2" and s["params"] > 0 and s["flops_per_image"] > 0

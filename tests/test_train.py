@@ -12,6 +12,7 @@ import pytest
 
 import train_worker
 from conftest import ROOT, preempted_step, subprocess_env, wait_for_logged_steps
+from score_jax import build
 from score_jax import checkpoints, generate, train
 from score_jax import state as state_lib
 
@@ -41,7 +42,7 @@ def _no_fresh_init(*args):
 def test_train_checkpoint_resume_sample(tmp_path, tiny, monkeypatch):
   wd = str(tmp_path / "run")
   c = tiny(**{"training.n_iters": 4, "training.snapshot_freq": 2, "training.log_freq": 1})
-  state = train.train_and_evaluate(c, wd)
+  state = train.train_and_evaluate(build.build(c), wd)
   assert int(state.step) == 4
   assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4]
   assert all(np.isfinite(m["loss"]) for m in read_metrics(wd))
@@ -56,13 +57,13 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny, monkeypatch):
   monkeypatch.setattr(state_lib, "fresh_state", _no_fresh_init)
   c.training.n_iters = 7
   c.training.log_freq = 2
-  state = train.train_and_evaluate(c, wd)
+  state = train.train_and_evaluate(build.build(c), wd)
   assert int(state.step) == 7
   assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4, 6, 7]
   # keep_checkpoints=3 keeps the newest three.
   assert sorted(os.listdir(os.path.join(wd, "checkpoints")), key=int) == ["4", "6", "7"]
 
-  samples = generate.sample(c, wd)
+  samples = generate.sample(build.build(c), wd)
   assert samples.shape == (8, 28, 28, 1)
   saved = np.load(os.path.join(wd, "samples", "sample_7.npz"))["samples"]
   np.testing.assert_array_equal(saved, samples)
@@ -74,7 +75,7 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny, monkeypatch):
   c.sampling.inpainting = True
   c.sampling.inpaint_split = "train"
   c.sampling.n_completions = 2
-  comps = generate.sample(c, wd)
+  comps = generate.sample(build.build(c), wd)
   saved = np.load(os.path.join(wd, "samples", "inpaint_7.npz"))
   assert comps.shape == (4, 2, 28, 28, 1)  # batch 8 / 2 completions = 4 images
   top = comps[:, :, :14] - saved["originals"][:, None, :14]
@@ -85,12 +86,12 @@ def test_train_checkpoint_resume_sample(tmp_path, tiny, monkeypatch):
   c.sampling.inpainting = False
   c.sampling.interpolation = True
   c.sampling.n_interpolations = 3
-  out = generate.sample(c, wd)
+  out = generate.sample(build.build(c), wd)
   assert out.shape == (2, 4, 28, 28, 1)  # batch 8 / (N + 1) = 2 rows
   assert os.path.exists(os.path.join(wd, "samples", "interpolation_7.png"))
   c.sampling.inpainting = True
   with pytest.raises(ValueError, match="choose one"):
-    generate.sample(c, wd)
+    generate.sample(build.build(c), wd)
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
@@ -99,9 +100,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
   base = {"training.snapshot_sampling": False, "training.log_freq": 1,
           "training.snapshot_freq": 3, "data.random_flip": True}
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  whole = train.train_and_evaluate(tiny(**base, **{"training.n_iters": 6}), a)
-  train.train_and_evaluate(tiny(**base, **{"training.n_iters": 3}), b)
-  resumed = train.train_and_evaluate(tiny(**base, **{"training.n_iters": 6}), b)
+  whole = train.train_and_evaluate(build.build(tiny(**base, **{"training.n_iters": 6})), a)
+  train.train_and_evaluate(build.build(tiny(**base, **{"training.n_iters": 3})), b)
+  resumed = train.train_and_evaluate(build.build(tiny(**base, **{"training.n_iters": 6})), b)
   assert [m["step"] for m in read_metrics(b)] == [1, 2, 3, 4, 5, 6]
   np.testing.assert_array_equal([m["loss"] for m in read_metrics(a)],
                                 [m["loss"] for m in read_metrics(b)])
@@ -111,13 +112,13 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
 
 def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
   wd = str(tmp_path / "run")
-  train.train_and_evaluate(tiny(**{"training.n_iters": 2, "training.snapshot_sampling": False}),
+  train.train_and_evaluate(build.build(tiny(**{"training.n_iters": 2, "training.snapshot_sampling": False})),
                            wd)
   before = snapshot(wd)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf: checkpoint 4"):
-    train.train_and_evaluate(tiny(**{"model.ngf": 8, "training.n_iters": 4}), wd)
+    train.train_and_evaluate(build.build(tiny(**{"model.ngf": 8, "training.n_iters": 4})), wd)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf"):
-    generate.sample(tiny(**{"model.ngf": 8}), wd)
+    generate.sample(build.build(tiny(**{"model.ngf": 8})), wd)
   assert snapshot(wd) == before
 
 
@@ -135,13 +136,13 @@ def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
 def test_bad_config_fails_before_writing(tmp_path, tiny, override, match):
   wd = tmp_path / "run"
   with pytest.raises(ValueError, match=match):
-    train.train_and_evaluate(tiny(**override), str(wd))
+    train.train_and_evaluate(build.build(tiny(**override)), str(wd))
   assert not wd.exists()
 
 
 def test_sample_without_checkpoint_is_a_clear_error(tmp_path, tiny):
   with pytest.raises(FileNotFoundError, match="no checkpoint"):
-    generate.sample(tiny(), str(tmp_path / "empty"))
+    generate.sample(build.build(tiny()), str(tmp_path / "empty"))
 
 
 def _raise_priority():
@@ -246,26 +247,27 @@ def test_two_processes_give_the_losses_of_one_and_agree_on_a_preemption_step(tmp
   got = np.load(os.path.join(wd, "samples", f"sample_{saved}.npz"))["samples"]
   mine = str(tmp_path / "mine")
   shutil.copytree(os.path.join(wd, "checkpoints"), os.path.join(mine, "checkpoints"))
-  generate.sample(train_worker.worker_config(n_iters), mine)
+  generate.sample(build.build(train_worker.worker_config(n_iters)), mine)
   want = np.load(os.path.join(mine, "samples", f"sample_{saved}.npz"))["samples"]
   np.testing.assert_allclose(got, want, atol=2e-4)
 
 
 def test_sample_fn_num_levels_runs_the_first_levels_without_denoising(tiny):
-  from score_jax import models, noise, samplers
+  from score_jax import samplers
   c = tiny(**{"sampling.denoise": True, "sampling.init": "uniform"})
-  model = models.get_model(c)
-  params = model.init(jax.random.PRNGKey(0), *models.example_inputs(c))["params"]
+  built = build.build(c)
+  model = built.network
+  params = model.init(jax.random.PRNGKey(0), *built.inputs)["params"]
   key = jax.random.PRNGKey(3)
   init_key, run_key = jax.random.split(key)
   x0 = samplers.uniform_init(init_key, (8, 28, 28, 1))
   score_fn = samplers.indexed_score_fn(model.apply, {"params": params})
-  sigmas = noise.sigmas_from_config(c)
+  sigmas = built.method.levels
   s = c.sampling
   for levels, denoise in ((2, False), (3, True)):
     want = samplers.annealed_langevin(score_fn, x0, sigmas[:levels], s.n_steps_each,
                                       s.step_lr, run_key, denoise=denoise)
-    got = generate.make_sample_fn(c, model, num_levels=levels)(params, key)
+    got = generate.sample_fn_of(built, num_levels=levels)(params, key)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError, match="num_levels=4"):
-    generate.make_sample_fn(c, model, num_levels=4)
+    generate.sample_fn_of(built, num_levels=4)

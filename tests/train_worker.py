@@ -30,12 +30,12 @@ def main():
   import jax
   if args.coordinator:
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-  from score_jax import generate, train
+  from score_jax import build, generate, train
   c = worker_config(args.n_iters)
-  train.train_and_evaluate(c, args.workdir)
+  train.train_and_evaluate(build.build(c), args.workdir)
   jobs = args.samples.split(",") if args.samples else []
   if "sample" in jobs:
-    generate.sample(c, args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
+    generate.sample(build.build(c), args.workdir)  # writes samples/sample_<n_iters>.npz on process 0
   # inpaint_<n>.npz: 2 rows x 4 completions; interpolation_<n>.npz: 1 row of 9, padded to
   # one row per device.
   for mode in ("inpainting", "interpolation"):
@@ -43,7 +43,7 @@ def main():
       continue
     with c.unlocked():
       c.sampling[mode] = True
-    generate.sample(c, args.workdir)
+    generate.sample(build.build(c), args.workdir)
     with c.unlocked():
       c.sampling[mode] = False
   if jax.process_index() == 0:

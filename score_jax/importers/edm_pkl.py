@@ -230,20 +230,18 @@ def dataset_kwargs(path: str) -> dict:
 _TRAINING_ONLY = ("dropout", "label_dropout", "parent", "name")
 
 
-def convert_to_workdir(path: str, config, workdir: str) -> int:
-  """Write a snapshot's EMA network as a score_jax checkpoint (step 0) in an empty workdir:
-  the network the config builds must be the snapshot's (every architecture and
-  preconditioner setting compared), so that `--mode=sample` with that config uses it."""
+def converter(path: str, ours):
+  """`to_params(target) -> (params, None)` for a snapshot's EMA network, which must be `ours`
+  (an EDMNet: every architecture and preconditioner setting compared), so that
+  `--mode=sample` with that config uses it."""
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from score_jax import convert, models, state as state_lib  # pylint: disable=g-import-not-at-top
-  from score_jax.checkpoints import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
+  from score_jax.errors import CheckpointMismatchError  # pylint: disable=g-import-not-at-top
+  from score_jax.models.edm import EDMNet  # pylint: disable=g-import-not-at-top
 
-  state_lib.validate_config(config)
   theirs, variables = load_edm_pkl(path)
-  ours = models.get_model(config)
-  if config.model.name != "edm":
-    raise CheckpointMismatchError(f"{path} holds an EDM network; config.model.name="
-                                  f"{config.model.name!r} builds another one.")
+  if not isinstance(ours, EDMNet):
+    raise CheckpointMismatchError(f"{path} holds an EDM network; the config builds a "
+                                  f"{type(ours).__name__} (model.name).")
 
   def fields(module):
     return {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
@@ -254,12 +252,11 @@ def convert_to_workdir(path: str, config, workdir: str) -> int:
     raise CheckpointMismatchError(f"{path} holds a {type(theirs.model).__name__}; the config "
                                   f"builds a {type(ours.model).__name__} (model.arch).")
   pairs.append(("model.", fields(theirs.model), fields(ours.model)))
+  norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
   for prefix, a, b in pairs:
     for k in a:
-      va, vb = a[k], b[k]
-      norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
-      if norm(va) != norm(vb):
-        raise CheckpointMismatchError(f"{path}: the snapshot's {prefix}{k}={va!r}; the config "
-                                      f"builds {vb!r}. Use a config of that network.")
+      if norm(a[k]) != norm(b[k]):
+        raise CheckpointMismatchError(f"{path}: the snapshot's {prefix}{k}={a[k]!r}; the "
+                                      f"config builds {b[k]!r}. Use a config of that network.")
   params = variables["params"]
-  return convert.write_converted(config, workdir, lambda target: (params, None))
+  return lambda target: (params, None)

@@ -1,6 +1,7 @@
 """A method = how a network is trained and what it natively predicts, as pure closures.
 
-`get_method(config, model)` reads the config once and returns a `Method`: the training loss,
+`score_jax.build` picks the method of `model.name` (its `METHODS` registry) and calls its
+`make` with explicit arguments; each returns a `Method`: the training loss,
 the network as a denoiser D(x; sigma) in the [-1, 1] data space (`precond`), and the native
 outputs the papers' own samplers use (NCSN's indexed score, DDPM's epsilon), so that every
 sampler runs on every network and the native pairs reproduce the official numbers.
@@ -12,7 +13,7 @@ import numpy as np
 
 
 class Method(NamedTuple):
-  """Closures over a config and a linen module; all are pure functions of params.
+  """Closures over a linen module and its settings; all are pure functions of params.
 
   Attributes:
     name: 'ncsn' (NCSN and NCSNv2), 'ddpm' or 'edm'.
@@ -37,17 +38,3 @@ class Method(NamedTuple):
   betas: Optional[np.ndarray]
   default_sampler: str
   label_dim: int = 0
-
-
-def get_method(config, model) -> Method:
-  """The Method of `config.model.name` for the linen module `model`."""
-  from score_jax.methods import ddpm, edm, ncsn  # pylint: disable=g-import-not-at-top
-  name = config.model.name
-  if name in ("ncsn", "ncsnv2"):
-    return ncsn.make(config, model)
-  if name == "ddpm":
-    return ddpm.make(config, model)
-  if name == "edm":
-    return edm.make(config, model)
-  raise ValueError(f"config.model.name={name!r} has no training method; expected ncsn, "
-                   "ncsnv2, ddpm or edm.")

@@ -1,19 +1,15 @@
-"""DDPM: L_simple over t ~ U{0..T-1} of a linear beta schedule, data in [-1, 1]."""
+"""DDPM: L_simple over t ~ U{0..T-1} of a beta schedule, data in [-1, 1]."""
 
 import jax
+import numpy as np
 
 from score_jax import losses, precond, schedules
 from score_jax.methods import Method
 
 
-def betas_from_config(config):
-  """float64 [T] betas of `config.diffusion`."""
-  d = config.diffusion
-  return schedules.ddpm_betas(d.beta_schedule, d.beta_start, d.beta_end, d.num_timesteps)
-
-
-def make(config, model) -> Method:
-  betas = betas_from_config(config)
+def make(model, betas: np.ndarray) -> Method:
+  """The method of an epsilon network `model` on the forward process of `betas` (float64
+  [T])."""
   tab = schedules.ddpm_tables(betas)
 
   def loss_fn(params, batch, key, labels=None, sample_ids=None):

@@ -1,15 +1,16 @@
 """NCSN / NCSNv2: denoising score matching over geometric noise levels, data in [0, 1]."""
 
 import jax
+import numpy as np
 
-from score_jax import losses, noise, precond, samplers
+from score_jax import losses, precond, samplers
 from score_jax.methods import Method
 
 
-def make(config, model) -> Method:
-  sigmas = noise.sigmas_from_config(config)
-  anneal_power = config.training.anneal_power
-  continuous = config.model.name == "ncsnv2"  # output / sigma: any sigma will do
+def make(model, sigmas: np.ndarray, anneal_power: float, continuous: bool) -> Method:
+  """The method of an NCSN (`continuous=False`: index-conditioned) or NCSNv2 (output / sigma:
+  any sigma will do) network on the levels `sigmas` (float32 [L], decreasing, [0, 1] units),
+  the loss weighted by sigma^anneal_power."""
 
   def loss_fn(params, batch, key, labels=None, sample_ids=None):
     del labels  # unconditional

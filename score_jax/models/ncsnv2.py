@@ -6,22 +6,22 @@ The network never sees the noise-level index except to divide its output by sigm
 
 import jax.numpy as jnp
 
-from score_jax import noise
 from score_jax.models.refinenet import RefineNet
 
 
 class NCSNv2(RefineNet):
   """Score network s(x, sigma_y): x [B, H, W, C] in [0, 1], y int [B] -> [B, H, W, C].
 
-  Attributes (besides RefineNet's): sigma_begin, sigma_end (and num_classes) define the
-  geometric noise levels that the index y refers to.
+  Attributes (besides RefineNet's): sigmas, the noise levels [num_classes] (float32 values,
+  decreasing) that the index y refers to: the method's own, computed once by the builder.
   """
-  sigma_begin: float = 1.0
-  sigma_end: float = 0.01
+  sigmas: tuple = ()
 
   def _sigmas(self):
-    return jnp.asarray(noise.geometric_sigmas(self.sigma_begin, self.sigma_end,
-                                              self.num_classes))
+    if len(self.sigmas) != self.num_classes:
+      raise ValueError(f"NCSNv2 has {len(self.sigmas)} sigmas for num_classes="
+                       f"{self.num_classes}; expected one per level.")
+    return jnp.asarray(self.sigmas, jnp.float32)
 
   def __call__(self, x, y):
     """Score at noise-level index y."""

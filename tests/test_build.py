@@ -1,0 +1,116 @@
+"""The builder: the config is read once, every object built once, every check before work."""
+
+import ast
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from score_jax import build, models, noise, optim
+
+TINY = os.path.join(ROOT, "tests", "tiny_mnist_config.py")
+
+
+def _counting(monkeypatch, owner, name, counts, key):
+  original = owner[name] if isinstance(owner, dict) else getattr(owner, name)
+
+  def counted(*args, **kwargs):
+    counts[key] = counts.get(key, 0) + 1
+    return original(*args, **kwargs)
+
+  if isinstance(owner, dict):
+    monkeypatch.setitem(owner, name, counted)
+  else:
+    monkeypatch.setattr(owner, name, counted)
+
+
+def test_a_train_run_with_its_closing_eval_builds_each_object_once(tmp_path, tiny, monkeypatch):
+  """main.run as `--mode=train` does it: network, method, learning-rate schedule and noise
+  levels are each made once, though the run trains, writes snapshot grids and evaluates."""
+  import main  # pylint: disable=g-import-not-at-top
+  counts = {}
+  _counting(monkeypatch, models.NETWORKS, "ncsnv2", counts, "network")
+  _counting(monkeypatch, build.METHODS, "ncsnv2", counts, "method")
+  _counting(monkeypatch, optim, "learning_rate", counts, "schedule")
+  _counting(monkeypatch, noise, "geometric_sigmas", counts, "noise levels")
+  c = tiny(**{"eval.after_training": True, "eval.num_samples": 12, "eval.is_splits": 1,
+              "eval.kid_subset_size": 12})
+  main.run(c, "train", str(tmp_path / "wd"))
+  assert json.load(open(tmp_path / "wd" / "eval" / "4.json"))["num_samples"] == 12
+  assert os.path.exists(tmp_path / "wd" / "samples" / "image_grid_4.png")
+  assert counts == {"network": 1, "method": 1, "schedule": 1, "noise levels": 1}
+
+
+def _functions(path):
+  tree = ast.parse(open(path).read())
+  return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_the_config_is_read_in_few_places_and_functions_stay_small():
+  files = sorted(glob.glob(os.path.join(ROOT, "score_jax", "**", "*.py"), recursive=True))
+  takers, ml_collections_files, long, wide = {}, set(), [], []
+  for path in files:
+    rel = os.path.relpath(path, ROOT)
+    text = open(path).read()
+    if "ml_collections" in text and ("import ml_collections" in text
+                                     or "from ml_collections" in text):
+      ml_collections_files.add(rel)
+    for fn in _functions(path):
+      a = fn.args
+      names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+      if {"config", "cfg"} & set(names):
+        takers.setdefault(rel, []).append(fn.name)
+      if len(names) + bool(a.vararg) + bool(a.kwarg) > 12:
+        wide.append(f"{rel}:{fn.name}")
+      if not rel.startswith(os.path.join("score_jax", "models")) and (
+          fn.end_lineno - fn.lineno + 1 > 90):
+        long.append(f"{rel}:{fn.name} ({fn.end_lineno - fn.lineno + 1} lines)")
+  assert sum(len(v) for v in takers.values()) <= 12 and len(takers) <= 3, takers
+  assert len(ml_collections_files) <= 2, ml_collections_files
+  assert not long, long
+  assert not wide, wide
+
+
+def _main(*args, timeout=120):
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                        capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("flag,match", [
+    ("--config.eval.after_training=bogus", "after_training"),
+    ("--config.eval.num_samples=0", "config.eval.num_samples=0"),
+    ("--config.sampling.method=heun2", "config.sampling.method='heun2'"),
+    ("--config.data.preprocess=blur", "config.data.preprocess='blur'"),
+    ("--config.training.log_freq=0", "config.training.log_freq=0"),
+    ("--config.eval.metric=nll", "config.eval.metric='nll'"),
+])
+def test_a_bad_value_in_any_section_is_one_line_before_anything_is_written(tmp_path, flag,
+                                                                           match):
+  wd = tmp_path / "wd"
+  start = time.time()
+  out = _main(f"--config={TINY}", "--mode=train", f"--workdir={wd}", flag)
+  assert out.returncode != 0 and match in out.stderr, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert not wd.exists()
+  assert time.time() - start < 30
+
+
+def test_convert_without_a_path_is_refused_at_build(tmp_path):
+  out = _main(f"--config={TINY}", "--mode=convert", f"--workdir={tmp_path / 'wd'}")
+  assert out.returncode == 1 and "needs --config.convert.path" in out.stderr, out.stderr
+  assert not (tmp_path / "wd").exists()
+
+
+def test_built_objects_are_plain_and_shared(tiny):
+  built = build.build(tiny())
+  # The method's levels are the network's: computed once, handed to both.
+  assert tuple(float(v) for v in built.method.levels) == built.network.sigmas
+  assert built.sampler.name == "langevin" and built.train.rounds == 1
+  assert built.eval_after_training is None  # tiny() turns the closing eval off
+  with pytest.raises(AttributeError, match="read-only"):
+    built.sampler.options.batch_size = 3
