@@ -50,3 +50,38 @@ class GaussianMixture(NamedTuple):
     shrink = (self.std**2 / var)[:, None]
     out = resp @ mf + shrink * (xf - resp @ mf)
     return out.reshape(x.shape)
+
+
+class DiagonalGaussianMixture(NamedTuple):
+  """sum_k w_k N(mu_k, diag(s_k^2)): means [K, D], weights [K], stds [K, D] (per component,
+  per dimension); x is [B, D]. Perturbed by N(0, sigma^2 I), component k becomes
+  N(mu_k, diag(s_k^2 + sigma^2)), so the denoiser and the density are closed forms."""
+  means: jax.Array
+  weights: jax.Array
+  stds: jax.Array
+
+  def _log_joint(self, x, sigma):
+    """(log w_k + log N(x; mu_k, diag(s_k^2 + sigma^2)) [B, K], the variances [B, K, D])."""
+    x = jnp.asarray(x)
+    mu = jnp.asarray(self.means, x.dtype)
+    sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), (x.shape[0],))
+    var = jnp.asarray(self.stds, x.dtype)[None] ** 2 + sigma[:, None, None] ** 2  # [B, K, D]
+    d = x[:, None, :] - mu[None]
+    log_n = -0.5 * jnp.sum(d * d / var + jnp.log(2 * jnp.pi * var), axis=-1)
+    return jnp.log(jnp.asarray(self.weights, x.dtype))[None] + log_n, var
+
+  def log_prob(self, x, sigma=0.0):
+    """log p_sigma(x) [B] of the mixture convolved with N(0, sigma^2 I)."""
+    return jax.nn.logsumexp(self._log_joint(x, sigma)[0], axis=1)
+
+  def responsibilities(self, x, sigma=0.0):
+    """[B, K]: the posterior of each component given x at noise level sigma."""
+    return jax.nn.softmax(self._log_joint(x, sigma)[0], axis=1)
+
+  def denoise(self, x, sigma):
+    """E[y | x] [B, D] = sum_k r_k (mu_k + s_k^2 / (s_k^2 + sigma^2) (x - mu_k))."""
+    logits, var = self._log_joint(x, sigma)
+    r = jax.nn.softmax(logits, axis=1)
+    mu = jnp.asarray(self.means, x.dtype)[None]
+    post = mu + (jnp.asarray(self.stds, x.dtype)[None] ** 2 / var) * (x[:, None, :] - mu)
+    return jnp.einsum("bk,bkd->bd", r, post)
