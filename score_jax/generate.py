@@ -151,8 +151,9 @@ def _on_denoiser(method, sampler, shape, progress, start, progressive):
       lo = max(s.sigma_min, den.sigma_min) if s.sigma_min else None
       hi = min(s.sigma_max, den.sigma_max) if s.sigma_max else None
       return to_unit(samplers.ablation_sampler(
-          den.fn, latents, run_key, s.num_steps, lo, hi, s.rho, s.solver, s.discretization,
-          s.schedule, s.scaling, **churn))
+          den.fn, latents, run_key, num_steps=s.num_steps, sigma_min=lo, sigma_max=hi,
+          rho=s.rho, solver=s.solver, discretization=s.discretization, schedule=s.schedule,
+          scaling=s.scaling, **churn))
     lo, hi = _sigma_range(s, den)
     return to_unit(samplers.edm_sampler(den.fn, latents, run_key, s.num_steps, lo, hi, s.rho,
                                         **churn))

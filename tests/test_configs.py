@@ -125,10 +125,11 @@ def test_config_trains_and_samples_at_reduced_width(name):
 
 
 def readme_table(prefix=("ncsn",)):
-  """{config: cells after the first} from README.md's table rows whose config starts with
-  one of `prefix` (NCSN rows: model, dataset, resolution, params, sigma_1, L, T, eps)."""
-  with open(os.path.join(ROOT, "README.md")) as f:
-    text = f.read()
+  """{config: cells after the first} from the table rows of docs/training.md (NCSN rows:
+  model, dataset, resolution, params, sigma_1, L, T, eps) and docs/systems.md (DDPM rows)
+  whose config starts with one of `prefix`."""
+  text = "".join(open(os.path.join(ROOT, "docs", page)).read()
+                 for page in ("training.md", "systems.md"))
   rows = {}
   for line in text.splitlines():
     m = re.match(r"\|\s*`configs/(\w+)\.py`\s*\|(.*)\|\s*$", line)
@@ -137,7 +138,7 @@ def readme_table(prefix=("ncsn",)):
   return rows
 
 
-def test_readme_ddpm_table_matches_the_configs():
+def test_docs_ddpm_table_matches_the_configs():
   """DDPM rows: model, dataset, resolution, params, lr, batch, steps, dropout, flips."""
   rows = readme_table(("ddpm",))
   paper = [n for n in CONFIGS if n.startswith("ddpm") and n != "ddpm_mnist"]
@@ -155,7 +156,7 @@ def test_readme_ddpm_table_matches_the_configs():
   assert param_count(load("ddpm_cifar10")) == 35_746_307  # google/ddpm-cifar10-32
 
 
-def test_readme_table_matches_the_configs_and_computed_parameter_counts():
+def test_docs_table_matches_the_configs_and_computed_parameter_counts():
   rows = readme_table()
   paper = [n for n in CONFIGS if n.startswith("ncsn") and n != "ncsnv2_mnist"]
   assert sorted(rows) == sorted(paper)

@@ -124,7 +124,7 @@ def test_cli_writes_a_workdir_that_sample_mode_uses(tmp_path):
   c.data.image_size, c.data.channels, c.model.ngf = 32, 3, 8
   c.model.num_classes, c.model.sigma_begin, c.model.sigma_end = 232, 50.0, 0.01
   c.sampling.batch_size, c.sampling.n_steps_each = 2, 1
-  built = build.build(c)
+  built = build.build(c, "sample")
   target = state_lib.abstract_state(built, sharding.data_mesh())
   state = checkpoints.Checkpointer(wd, built.signature).restore_latest(target)
   assert int(state.step) == 1234

@@ -15,8 +15,9 @@ def test_readme_snippet_samples_a_trained_workdir(tiny_trained, monkeypatch):
   # The same code on the tests' tiny run: its config and workdir instead of the main job's.
   import configs  # pylint: disable=g-import-not-at-top
   from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  tiny = tiny_config()
   monkeypatch.setattr(configs, "ncsnv2_mnist",
-                      type("M", (), {"get_config": staticmethod(tiny_config)}), raising=False)
+                      type("M", (), {"get_config": staticmethod(lambda: tiny)}), raising=False)
   code = snippet.replace("from configs import ncsnv2_mnist", "ncsnv2_mnist = configs.ncsnv2_mnist")
   code = code.replace('"workdir/mnist"', repr(tiny_trained))
   scope = {"configs": configs}

@@ -206,7 +206,9 @@ def test_official_pth_converts_with_torch_unimportable(tmp_path):
     ((f"--config={TINY}", "--mode=train", "--config.training.bach_size=8"), "bach_size"),
     ((f"--config={TINY}", "--mode=train", "--config.training.batch_size=0"), "batch_size=0"),
     ((f"--config={TINY}", "--mode=sample"), "no checkpoint"),
-    ((f"--config={TINY}", "--mode=eval"), "no checkpoint"),
+    ((f"--config={TINY}", "--mode=eval", "--config.eval.features=mnist"), "no checkpoint"),
+    # The default Inception weights file is looked for at build time, before anything else.
+    ((f"--config={TINY}", "--mode=eval"), "inception_weights="),
     ((f"--config={TINY}", "--mode=train", "--config.data.path=/no/such/folder"),
      "does not exist"),
     ((f"--config={TINY}", "--mode=train", "--config.model.sigma_end=100.0"), "sigma"),

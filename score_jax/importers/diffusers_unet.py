@@ -72,15 +72,15 @@ def read_unet_config(path: str) -> Dict[str, Any]:
   return cfg
 
 
-def unet_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
+def unet_kwargs(unet_config: Dict[str, Any]) -> Dict[str, Any]:
   """`DDPMUNet` constructor arguments for a UNet2DModel config, or a one-line error naming
   the first key whose value the DDPM U-Net does not have."""
   for key, want in _REQUIRED.items():
-    if cfg.get(key) != want:
+    if unet_config.get(key) != want:
       raise CheckpointMismatchError(
-          f"UNet2DModel config {key}={cfg.get(key)!r}; a DDPM U-Net has {want!r}.")
-  down, up = list(cfg["down_block_types"]), list(cfg["up_block_types"])
-  chans = list(cfg["block_out_channels"])
+          f"UNet2DModel config {key}={unet_config.get(key)!r}; a DDPM U-Net has {want!r}.")
+  down, up = list(unet_config["down_block_types"]), list(unet_config["up_block_types"])
+  chans = list(unet_config["block_out_channels"])
   if not len(down) == len(up) == len(chans):
     raise CheckpointMismatchError(
         f"UNet2DModel config has {len(down)} down blocks, {len(up)} up blocks and "
@@ -99,18 +99,18 @@ def unet_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
           "U-Net has attention at the same levels on the way down and up.")
     if d == "AttnDownBlock2D":
       attn.append(i)
-  if cfg["downsample_padding"] not in (0, 1):
+  if unet_config["downsample_padding"] not in (0, 1):
     raise CheckpointMismatchError(
-        f"downsample_padding={cfg['downsample_padding']!r}; expected 0 or 1.")
-  return dict(out_channels=int(cfg["out_channels"]), block_out_channels=tuple(chans),
-              num_res_blocks=int(cfg["layers_per_block"]), attn_levels=tuple(attn),
-              dropout=float(cfg["dropout"]), num_groups=int(cfg["norm_num_groups"]),
-              mid_attention=bool(cfg["add_attention"]),
-              mid_attn_num_groups=cfg["attn_norm_num_groups"],
-              norm_eps=float(cfg["norm_eps"]), attention_head_dim=cfg["attention_head_dim"],
-              resamp_with_conv=True, downsample_padding=int(cfg["downsample_padding"]),
-              freq_shift=float(cfg["freq_shift"]),
-              flip_sin_to_cos=bool(cfg["flip_sin_to_cos"]))
+        f"downsample_padding={unet_config['downsample_padding']!r}; expected 0 or 1.")
+  return dict(out_channels=int(unet_config["out_channels"]), block_out_channels=tuple(chans),
+              num_res_blocks=int(unet_config["layers_per_block"]), attn_levels=tuple(attn),
+              dropout=float(unet_config["dropout"]), num_groups=int(unet_config["norm_num_groups"]),
+              mid_attention=bool(unet_config["add_attention"]),
+              mid_attn_num_groups=unet_config["attn_norm_num_groups"],
+              norm_eps=float(unet_config["norm_eps"]), attention_head_dim=unet_config["attention_head_dim"],
+              resamp_with_conv=True, downsample_padding=int(unet_config["downsample_padding"]),
+              freq_shift=float(unet_config["freq_shift"]),
+              flip_sin_to_cos=bool(unet_config["flip_sin_to_cos"]))
 
 
 def flax_path(key: str) -> Tuple[str, ...]:
