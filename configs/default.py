@@ -34,8 +34,10 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.interpolation = False     # --mode=sample interpolates between samples (NCSNv2 App. B.2)
   s.n_interpolations = 8      # N: N + 1 images per row
   # Which sampler: '' (the method's own: langevin for NCSN/NCSNv2, ancestral for DDPM, edm
-  # for EDM), 'langevin', 'ancestral', 'edm' (EDM Alg. 2) or 'ablation' (EDM's design-space
-  # sampler over Table 1); every one runs on every network (score_jax.precond).
+  # for EDM), 'langevin', 'ancestral', 'edm' (EDM Alg. 2), 'ablation' (EDM's design-space
+  # sampler over Table 1), or any name of score_jax.samplers.SAMPLERS (euler, heun, dpm_2,
+  # lms, euler_ancestral, ddim, dpm_solver, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, dpmpp_sde,
+  # unipc); every one runs on every network (score_jax.precond).
   s.method = ""
   s.variance = "fixed_large"  # ancestral: 'fixed_large' (beta) or 'fixed_small' (beta-tilde)
   s.clip_denoised = True      # ancestral: clip the predicted x_0 to [-1, 1]
@@ -50,7 +52,18 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.S_noise = 1.0
   s.solver = "heun"           # ablation (EDM's design-space sampler, Table 1): euler | heun
   s.discretization = "edm"    # ablation: vp | ve | iddpm | edm
-  s.schedule = "linear"       # ablation: vp | ve | linear
+  s.schedule = ""             # '' = the sampler's default. ablation: vp | ve | linear
+                              # (default linear); SAMPLERS: karras (default) | log_snr | vp,
+                              # or a DDPM network's own grid: leading | trailing | linspace
+  # Options of the SAMPLERS samplers (each takes those it has; docs/sampling.md):
+  s.eta = -1.0                # ancestral / SDE noise; < 0: the sampler's default
+  s.s_noise = 1.0             # noise scale of the stochastic samplers
+  s.solver_type = ""          # dpmpp_*: midpoint | heun ('' = the sampler's default)
+  s.order = 0                 # lms 1-4, dpm_solver / unipc 1-3 (0 = the sampler's default)
+  s.variant = ""              # unipc: bh1 | bh2 ('' = bh2)
+  s.lower_order_final = False  # multistep solvers: diffusers' last-steps rule
+  s.multistep = False         # dpm_solver: multistep instead of single-step
+  s.sde_noise = "brownian"    # dpmpp_sde: brownian (one path in sigma) | independent
   s.scaling = "none"          # ablation: vp | none
   s.class_label = -1          # class-conditional networks: this class, or -1 for random ones
 

@@ -9,6 +9,7 @@ tables at the bottom (`NETWORKS`, `METHODS`) are the registries of what `model.n
 """
 
 import dataclasses
+import inspect
 import json
 import os
 from typing import Any, Callable, Optional
@@ -18,11 +19,15 @@ import numpy as np
 import optax
 
 from score_jax import models, noise, optim, precond, samplers, schedules
+from score_jax.samplers import schedules as sampler_schedules
 from score_jax.data import transforms
 from score_jax.methods import Method, ddpm as ddpm_method, edm as edm_method, ncsn as ncsn_method
 from score_jax.models.refinenet import DOWNSAMPLINGS, depth_for_image_size
 
-SAMPLER_NAMES = ("langevin", "ancestral", "edm", "ablation")
+# The papers' samplers, each with its own signature and options; every name of
+# samplers.SAMPLERS runs through the shared one (docs/sampling.md).
+PAPER_SAMPLERS = ("langevin", "ancestral", "edm", "ablation")
+SAMPLER_NAMES = PAPER_SAMPLERS + tuple(samplers.SAMPLERS)
 FEATURES = ("inception", "mnist")
 INPAINT_MASKS = ("bottom_half", "right_half")
 METRICS = ("fid", "bpd")
@@ -74,6 +79,9 @@ class SamplerSpec:
   init_scale: float
   diffusion_betas: np.ndarray = dataclasses.field(compare=False)
   inpaint_mask: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
+  # A SAMPLERS sampler's keyword options and its sigma schedule's name.
+  solver_options: dict = dataclasses.field(default_factory=dict)
+  schedule: str = ""
 
   @property
   def settings(self) -> dict:
@@ -387,7 +395,7 @@ def _check_sampling(s, m, d, method: Method, betas) -> None:
   if (s.method or method.default_sampler) == "ablation":
     for key, allowed in (("solver", ("euler", "heun")),
                          ("discretization", ("vp", "ve", "iddpm", "edm")),
-                         ("schedule", ("vp", "ve", "linear")), ("scaling", ("vp", "none"))):
+                         ("schedule", ("", "vp", "ve", "linear")), ("scaling", ("vp", "none"))):
       _one_of(f"sampling.{key}", s[key], allowed)
   _one_of("sampling.init", s.init, samplers.INITS)
   _one_of("sampling.variance", s.variance, samplers.VARIANCES)
@@ -413,14 +421,47 @@ def _check_sampling(s, m, d, method: Method, betas) -> None:
                        f"diffusion.num_timesteps={len(betas)}.")
 
 
+_SOLVER_CHOICES = {"solver_type": ("", "midpoint", "heun"), "variant": ("", "bh1", "bh2"),
+                   "sde_noise": ("brownian", "independent")}
+
+
+def _solver_options(s, name: str, method: Method) -> tuple:
+  """(keyword options, schedule) of the SAMPLERS sampler `name` from `sampling.*`: only the
+  options its signature has, and only those set away from 'the sampler's default'."""
+  for key, allowed in _SOLVER_CHOICES.items():
+    _one_of(f"sampling.{key}", s[key], allowed)
+  schedule = s.schedule or "karras"
+  _one_of("sampling.schedule", schedule, sampler_schedules.SCHEDULES)
+  if schedule in sampler_schedules.SPACINGS and method.betas is None:
+    raise ValueError(f"config.sampling.schedule={schedule!r} spaces a DDPM network's own "
+                     "timesteps; this network has none (use karras, log_snr or vp).")
+  if s.num_steps > 1000:
+    raise ValueError(f"config.sampling.num_steps={s.num_steps} is more than 1000.")
+  wanted = dict(eta=s.eta if s.eta >= 0 else None, s_noise=s.s_noise,
+                solver_type=s.solver_type or None, order=s.order or None,
+                variant=s.variant or None, lower_order_final=s.lower_order_final,
+                multistep=s.multistep, noise=s.sde_noise)
+  params = inspect.signature(samplers.SAMPLERS[name]).parameters
+  options = {k: v for k, v in wanted.items() if v is not None and k in params}
+  order = options.get("order")
+  top = 4 if name == "lms" else 3
+  if order is not None and not 1 <= order <= top:
+    raise ValueError(f"config.sampling.order={order} for {name}: expected 1 to {top}.")
+  return options, schedule
+
+
 def _sampler(s, m, d, method: Method, betas) -> SamplerSpec:
   _check_sampling(s, m, d, method, betas)
   name = sampler_name(s, method)
   mask = None
   if s.inpainting:
     mask = occlusion_mask(s.inpaint_mask, d.image_size, d.channels)
+  options, schedule = ({}, s.schedule or "linear")
+  if name in samplers.SAMPLERS:
+    options, schedule = _solver_options(s, name, method)
   return SamplerSpec(name=name, options=_Options(s.to_dict()), init_scale=m.sigma_begin,
-                     diffusion_betas=betas, inpaint_mask=mask)
+                     diffusion_betas=betas, inpaint_mask=mask, solver_options=options,
+                     schedule=schedule)
 
 
 def occlusion_mask(kind: str, size: int, channels: int) -> np.ndarray:

@@ -5,6 +5,7 @@ function of (params, key, offset), jit-compiled over a device mesh with the samp
 'data'; `sample(built, workdir)` is `--mode=sample`.
 """
 
+import functools
 import os
 from typing import Callable, Optional
 
@@ -15,6 +16,7 @@ import tqdm
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from score_jax import checkpoints, data, images, noise, precond, samplers, sharding
+from score_jax.samplers import schedules as sampler_schedules
 
 
 class LevelProgress:
@@ -87,8 +89,11 @@ def class_labels(label_dim: int, class_label: int, key, ids):
   return jax.nn.one_hot(labels, label_dim, dtype=jnp.float32)
 
 
-def progress_total(method, sampler) -> int:
-  """How many units (levels or steps) `make_sample_fn`'s progress callback counts to."""
+def progress_total(method, sampler) -> Optional[int]:
+  """How many units (levels or steps) `make_sample_fn`'s progress callback counts to; None
+  for the SAMPLERS samplers, which report no progress from inside their scan."""
+  if sampler.name in samplers.SAMPLERS:
+    return None
   if sampler.name == "langevin":
     return len(method.levels) if method.score_fn is not None else sampler.options.num_steps
   if sampler.name == "ancestral":
@@ -114,49 +119,95 @@ def _native_langevin(method, sampler, shape, progress, batch_sharding, num_level
   return sample
 
 
-def _on_denoiser(method, sampler, shape, progress, start, progressive):
-  """The samplers that run on the denoiser D(x; sigma) in [-1, 1]: (params, key, ids) ->
-  images in [0, 1]."""
+def solver_sigmas(method, sampler, den) -> np.ndarray:
+  """The sigmas a SAMPLERS sampler steps through (float64 [num_steps + 1], ending with 0):
+  `sampler.schedule` over the options' sigma range clipped to the network's, or a DDPM
+  network's own timesteps with that spacing."""
   s = sampler.options
-  to_unit = lambda x: (x + 1.0) / 2.0
+  if sampler.schedule in sampler_schedules.SPACINGS:
+    abar = np.cumprod(1.0 - np.asarray(method.betas, np.float64))
+    return sampler_schedules.discrete(s.num_steps, abar, sampler.schedule)
+  if sampler.schedule == "vp":
+    return sampler_schedules.vp(s.num_steps)
+  lo, hi = _sigma_range(s, den)
+  if sampler.schedule == "log_snr":
+    return sampler_schedules.log_snr(s.num_steps, lo, hi)
+  return sampler_schedules.karras(s.num_steps, lo, hi, s.rho)
+
+
+def _langevin_on_denoiser(method, sampler, den, key, ids, start, progress, params):
+  s = sampler.options
+  lo, hi = _sigma_range(s, den)
+  sig_np = noise.geometric_sigmas(hi, lo, s.num_steps)
+  sig = jnp.asarray(sig_np)
+  score = lambda x, i: (den.fn(x, sig[i]) - x) / sig[i].astype(x.dtype) ** 2
+  x0, run_key = start(key, hi, ids)
+  return samplers.annealed_langevin(score, x0, sig_np, s.n_steps_each, s.step_lr, run_key,
+                                    denoise=s.denoise, sample_ids=ids, on_level_done=progress)
+
+
+def _ancestral(method, sampler, den, key, ids, start, progress, params, snapshot_ts=None):
+  s = sampler.options
+  betas = ancestral_betas(method, den, sampler.diffusion_betas)
+  eps = (method.eps_fn(params) if method.eps_fn is not None
+         else precond.eps_from_denoiser(den, np.cumprod(1.0 - betas)))
+  x_t, run_key = start(key, 1.0, ids)
+  on_step = None if progress is None else (lambda t: progress(len(betas) - 1 - t))
+  return samplers.ddpm_ancestral(eps, x_t, run_key, betas, s.variance, s.clip_denoised,
+                                 sample_ids=ids, snapshot_ts=snapshot_ts, on_step_done=on_step)
+
+
+def _churn(s, den, ids) -> dict:
+  return dict(S_churn=s.S_churn, S_min=s.S_min, S_max=s.S_max, S_noise=s.S_noise,
+              round_sigma=den.round_sigma, sample_ids=ids)
+
+
+def _edm(method, sampler, den, key, ids, start, progress, params):
+  s = sampler.options
+  lo, hi = _sigma_range(s, den)
+  latents, run_key = start(key, 1.0, ids)
+  return samplers.edm_sampler(den.fn, latents, run_key, s.num_steps, lo, hi, s.rho,
+                              **_churn(s, den, ids))
+
+
+def _ablation(method, sampler, den, key, ids, start, progress, params):
+  s = sampler.options
+  # 0 takes the discretization's own range (EDM Table 1), clipped to the network's.
+  lo = max(s.sigma_min, den.sigma_min) if s.sigma_min else None
+  hi = min(s.sigma_max, den.sigma_max) if s.sigma_max else None
+  latents, run_key = start(key, 1.0, ids)
+  return samplers.ablation_sampler(
+      den.fn, latents, run_key, num_steps=s.num_steps, sigma_min=lo, sigma_max=hi, rho=s.rho,
+      solver=s.solver, discretization=s.discretization, schedule=sampler.schedule,
+      scaling=s.scaling, **_churn(s, den, ids))
+
+
+def _solver(method, sampler, den, key, ids, start, progress, params):
+  sig = solver_sigmas(method, sampler, den)
+  x, run_key = start(key, float(sig[0]), ids)
+  return samplers.SAMPLERS[sampler.name](den.fn, x, sig, run_key, sample_ids=ids,
+                                         **sampler.solver_options)
+
+
+# The samplers that run on the denoiser D(x; sigma) in [-1, 1], by name: each returns
+# samples in [-1, 1] (the ancestral one, with snapshot_ts, also its predicted x_0).
+ON_DENOISER = {"langevin": _langevin_on_denoiser, "ancestral": _ancestral, "edm": _edm,
+               "ablation": _ablation, **{name: _solver for name in samplers.SAMPLERS}}
+
+
+def _on_denoiser(method, sampler, progress, start, progressive):
+  """(params, key, ids) -> images in [0, 1] by the ON_DENOISER entry of `sampler.name`."""
+  s = sampler.options
   snapshot_ts = tuple(s.progressive_ts) if progressive and s.progressive_ts else None
+  run = ON_DENOISER[sampler.name]
+  if snapshot_ts:
+    run = functools.partial(_ancestral, snapshot_ts=snapshot_ts)
 
   def sample(params, key, ids):
     den = (method.denoiser(params, class_labels(method.label_dim, s.class_label, key, ids))
            if method.label_dim else method.denoiser(params))
-    if sampler.name == "langevin":
-      lo, hi = _sigma_range(s, den)
-      sig_np = noise.geometric_sigmas(hi, lo, s.num_steps)
-      sig = jnp.asarray(sig_np)
-      score = lambda x, i: (den.fn(x, sig[i]) - x) / sig[i].astype(x.dtype) ** 2
-      x0, run_key = start(key, hi, ids)
-      return to_unit(samplers.annealed_langevin(score, x0, sig_np, s.n_steps_each, s.step_lr,
-                                                run_key, denoise=s.denoise, sample_ids=ids,
-                                                on_level_done=progress))
-    if sampler.name == "ancestral":
-      betas = ancestral_betas(method, den, sampler.diffusion_betas)
-      eps = (method.eps_fn(params) if method.eps_fn is not None
-             else precond.eps_from_denoiser(den, np.cumprod(1.0 - betas)))
-      x_t, run_key = start(key, 1.0, ids)
-      on_step = None if progress is None else (lambda t: progress(len(betas) - 1 - t))
-      out = samplers.ddpm_ancestral(eps, x_t, run_key, betas, s.variance, s.clip_denoised,
-                                    sample_ids=ids, snapshot_ts=snapshot_ts,
-                                    on_step_done=on_step)
-      return jax.tree.map(to_unit, out)
-    latents, run_key = start(key, 1.0, ids)
-    churn = dict(S_churn=s.S_churn, S_min=s.S_min, S_max=s.S_max, S_noise=s.S_noise,
-                 round_sigma=den.round_sigma, sample_ids=ids)
-    if sampler.name == "ablation":
-      # 0 takes the discretization's own range (EDM Table 1), clipped to the network's.
-      lo = max(s.sigma_min, den.sigma_min) if s.sigma_min else None
-      hi = min(s.sigma_max, den.sigma_max) if s.sigma_max else None
-      return to_unit(samplers.ablation_sampler(
-          den.fn, latents, run_key, num_steps=s.num_steps, sigma_min=lo, sigma_max=hi,
-          rho=s.rho, solver=s.solver, discretization=s.discretization, schedule=s.schedule,
-          scaling=s.scaling, **churn))
-    lo, hi = _sigma_range(s, den)
-    return to_unit(samplers.edm_sampler(den.fn, latents, run_key, s.num_steps, lo, hi, s.rho,
-                                        **churn))
+    out = run(method, sampler, den, key, ids, start, progress, params)
+    return jax.tree.map(lambda x: (x + 1.0) / 2.0, out)
 
   return sample
 
@@ -179,6 +230,8 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
     `S_noise` on the denoiser, sigmas rounded to a discrete network's grid.
   - 'ablation': EDM's design-space sampler with `solver`, `discretization`, `schedule`,
     `scaling` (Table 1) and the same churn settings.
+  - any name of `samplers.SAMPLERS`: that sampler with `sampler.solver_options` over
+    `solver_sigmas` (`sampling.schedule`, `num_steps`), from sigma_0 N(0, I).
 
   `batch_sharding` splits the samples over devices; without it, XLA would be free to run
   the whole batch on every device, since nothing else in the sampler is sharded.
@@ -199,8 +252,7 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
     return x0, run_key
 
   run = (_native_langevin(method, sampler, shape, progress, batch_sharding, num_levels)
-         if native_langevin else
-         _on_denoiser(method, sampler, shape, progress, start, progressive))
+         if native_langevin else _on_denoiser(method, sampler, progress, start, progressive))
 
   def sample(params, key, offset=0):
     return run(params, key, offset + jnp.arange(batch_size))

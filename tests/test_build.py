@@ -114,3 +114,33 @@ def test_built_objects_are_plain_and_shared(tiny):
   assert built.eval_after_training is None  # tiny() turns the closing eval off
   with pytest.raises(AttributeError, match="read-only"):
     built.sampler.options.batch_size = 3
+
+
+def test_sample_mode_runs_a_few_step_solver_from_the_command_line(tiny_trained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "wd"
+  shutil.copytree(tiny_trained, wd)
+  for extra in (("--config.sampling.method=dpmpp_2m",),
+                ("--config.sampling.method=unipc", "--config.sampling.order=3",
+                 "--config.sampling.schedule=log_snr")):
+    out = _main(f"--config={TINY}", "--mode=sample", f"--workdir={wd}",
+                "--config.sampling.num_steps=10", *extra, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    x = np.load(wd / "samples" / "sample_4.npz")["samples"]
+    assert x.shape == (8, 28, 28, 1) and np.all(np.isfinite(x))
+
+
+@pytest.mark.parametrize("method,flag,match", [
+    ("dpmpp_2m", "--config.sampling.solver_type=rk4", "config.sampling.solver_type='rk4'"),
+    ("dpmpp_2m", "--config.sampling.schedule=leading", "spaces a DDPM network's own timesteps"),
+    ("unipc", "--config.sampling.order=7", "config.sampling.order=7"),
+    ("heun3", "--config.sampling.order=1", "config.sampling.method='heun3'"),
+])
+def test_solver_options_are_checked_at_build(method, flag, match, tiny):
+  c = tiny(**{"sampling.method": method})
+  key, value = flag[len("--config."):].split("=")
+  section, name = key.split(".")
+  c[section][name] = type(c[section][name])(value)
+  with pytest.raises(ValueError, match=match):
+    build.build(c)

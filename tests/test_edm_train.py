@@ -142,7 +142,7 @@ def edm_trained(shared):
   return os.path.join(shared("edm_trained", lambda path: train.train_and_evaluate(build.build(_sampler_config("edm")), os.path.join(path, "wd"))), "wd")
 
 
-@pytest.mark.parametrize("method", ["edm", "ablation", "ancestral", "langevin"])
+@pytest.mark.parametrize("method", ["edm", "ablation", "ancestral", "langevin", "dpmpp_2m"])
 def test_every_sampler_runs_on_an_edm_network(tmp_path, method, edm_trained):
   wd = str(tmp_path / "w")
   shutil.copytree(edm_trained, wd)

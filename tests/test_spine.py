@@ -140,7 +140,7 @@ def test_every_sampler_runs_on_every_network(family):
     state, metrics = step(state, batch, jax.random.PRNGKey(1))
     assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
   outs = {}
-  for method in ("langevin", "ancestral", "edm"):
+  for method in ("langevin", "ancestral", "edm", "dpmpp_2m", "unipc"):
     c.sampling.method = method
     fn = generate.jit_sample_fn(generate.sample_fn_of(build.build(c), batch_sharding=data),
                                 mesh)
@@ -148,6 +148,7 @@ def test_every_sampler_runs_on_every_network(family):
     assert out.shape == (8, 28, 28, 1) and np.all(np.isfinite(out)), method
     outs[method] = out
   assert not np.allclose(outs["ancestral"], outs["edm"])
+  assert not np.allclose(outs["dpmpp_2m"], outs["edm"])
 
 
 def test_sampler_setting_errors_are_clear():
