@@ -87,7 +87,13 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.after_training = False      # train ends with an eval of its last checkpoint ...
   e.after_training_features = "mnist"  # ... in these features: 'mnist' (against the data's
                                 # own statistics) or 'inception' (against eval.ref_stats)
-  e.metric = "fid"              # 'fid' (FID/IS/KID of samples) or 'bpd' (DDPM's bound)
+  e.metric = "fid"              # 'fid' (FID/IS/KID of samples), 'bpd' (DDPM's bound) or
+                                # 'bpd_ode' (the probability-flow ODE's likelihood, any model)
+  e.ode_trace = "rademacher"    # bpd_ode: Hutchinson probes (rademacher | gaussian) or exact
+  e.ode_rtol = 1e-5             # bpd_ode: the adaptive solver's tolerances
+  e.ode_atol = 1e-5
+  e.ode_sigma_min = 0.002       # bpd_ode: the flow's range, clipped to the network's
+  e.ode_sigma_max = 80.0
   e.bpd_split = "test"          # bpd: the split scored (DDPM Table 2: CIFAR-10 test)
   e.bpd_images = 0              # bpd: the first N images; 0 = the whole split
 

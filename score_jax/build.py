@@ -30,7 +30,7 @@ PAPER_SAMPLERS = ("langevin", "ancestral", "edm", "ablation")
 SAMPLER_NAMES = PAPER_SAMPLERS + tuple(samplers.SAMPLERS)
 FEATURES = ("inception", "mnist")
 INPAINT_MASKS = ("bottom_half", "right_half")
-METRICS = ("fid", "bpd")
+METRICS = ("fid", "bpd", "bpd_ode")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +109,11 @@ class EvalSpec:
   bpd_split: str
   bpd_images: int
   batch_size: int  # the global sampling batch: one shard
+  ode_trace: str = "rademacher"
+  ode_rtol: float = 1e-5
+  ode_atol: float = 1e-5
+  ode_sigma_min: float = 0.002
+  ode_sigma_max: float = 80.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -488,6 +493,11 @@ def _eval_spec(e, d, m, features: str, sampling_batch: int) -> EvalSpec:
   if e.metric == "bpd" and m.name != "ddpm":
     raise ValueError(f"config.eval.metric='bpd' is DDPM's bound and needs an eps network "
                      f"(model.name 'ddpm'); this config's model is {m.name!r}.")
+  _one_of("eval.ode_trace", e.ode_trace, ("rademacher", "gaussian", "exact"))
+  if not 0 < e.ode_sigma_min < e.ode_sigma_max or e.ode_rtol <= 0 or e.ode_atol <= 0:
+    raise ValueError(f"config.eval.ode_sigma_min={e.ode_sigma_min}, ode_sigma_max="
+                     f"{e.ode_sigma_max}, ode_rtol={e.ode_rtol}, ode_atol={e.ode_atol}: "
+                     "expected 0 < ode_sigma_min < ode_sigma_max and positive tolerances.")
   if features == "mnist" and (d.image_size, d.channels) != (28, 1):
     raise ValueError("config.eval.features='mnist' scores 28x28 grayscale images; the "
                      f"data are {d.image_size}x{d.image_size} with {d.channels} channel(s).")
@@ -507,7 +517,9 @@ def _eval_spec(e, d, m, features: str, sampling_batch: int) -> EvalSpec:
                   save_samples=e.save_samples, checkpoints=e.checkpoints, repeats=e.repeats,
                   ref_features=e.ref_features, ref_max_images=e.ref_max_images,
                   ref_out=e.ref_out, bpd_split=e.bpd_split, bpd_images=e.bpd_images,
-                  batch_size=sampling_batch)
+                  batch_size=sampling_batch, ode_trace=e.ode_trace, ode_rtol=e.ode_rtol,
+                  ode_atol=e.ode_atol, ode_sigma_min=e.ode_sigma_min,
+                  ode_sigma_max=e.ode_sigma_max)
 
 
 def _after_training(e, d, m, sampling_batch: int) -> Optional[EvalSpec]:

@@ -143,3 +143,67 @@ def test_bad_options_are_named():
     samplers.SAMPLERS["unipc"](GMM.denoise, jnp.zeros((1, 2)), sig, variant="bh3")
   with pytest.raises(ValueError, match="needs a key"):
     samplers.SAMPLERS["dpmpp_sde"](GMM.denoise, jnp.zeros((1, 2)), sig)
+
+
+LIK = np.load(os.path.join(FIX, "pf_ode_likelihood.npz"))
+# Point 4 (-2.5, 2) lies 187 nats below the mode: the forward flow squeezes its
+# neighbourhood so hard that the backward one cannot find it again from x(sigma_max) as
+# stored (rtol 1e-7 there); every other point comes back.
+WELL_POSED = [0, 1, 2, 3, 5]
+
+
+def test_ode_nll_with_the_exact_trace_is_the_exact_log_density():
+  from score_jax import likelihood  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    nll = likelihood.ode_nll(GMM.denoise, jnp.asarray(LIK["y"]), float(LIK["sigma_min"]),
+                             float(LIK["sigma_max"]), None, exact_trace=True)
+  np.testing.assert_allclose(-np.asarray(nll), LIK["exact_logp"], rtol=0, atol=1e-2)
+  bpd = likelihood.bits_per_dim(np.asarray(nll), 2, data_range=256.0)  # no offset: nats only
+  np.testing.assert_allclose(bpd, LIK["exact_bpd"], rtol=0, atol=1e-2)
+
+
+def test_ode_nll_with_hutchinson_probes_is_unbiased():
+  from score_jax import likelihood  # pylint: disable=g-import-not-at-top
+  with jax.enable_x64(True):
+    y = jnp.tile(jnp.asarray(LIK["y"][WELL_POSED]), (400, 1))
+    for probe in ("rademacher", "gaussian"):
+      nll = likelihood.ode_nll(GMM.denoise, y, float(LIK["sigma_min"]), float(LIK["sigma_max"]),
+                               jax.random.PRNGKey(0), probe=probe)
+      per_point = -np.asarray(nll).reshape(400, len(WELL_POSED))
+      err = per_point.mean(0) - LIK["exact_logp"][WELL_POSED]
+      se = per_point.std(0) / np.sqrt(400)
+      assert np.all(np.abs(err) < 5 * se + 1e-3), (probe, err, se)
+
+
+def test_ode_sampler_returns_to_the_data_from_the_forward_solution():
+  sig = np.array([float(LIK["sigma_max"]), float(LIK["sigma_min"])])
+  den, calls = _counted(GMM.denoise)
+  with jax.enable_x64(True):
+    x, nfe = jax.jit(lambda x: samplers.SAMPLERS["ode"](den, x, sig, return_nfe=True))(
+        jnp.asarray(LIK["ode_x_sigma_max"]))
+    jax.effects_barrier()
+  np.testing.assert_allclose(np.asarray(x)[WELL_POSED], LIK["y"][WELL_POSED], atol=1e-3)
+  assert int(nfe) == calls[0] > 0  # the calls it reports are the calls it made
+  with jax.enable_x64(True):  # Heun on a fixed log-sigma grid: 2 calls a step
+    _, nfe = samplers.SAMPLERS["ode"](GMM.denoise, jnp.asarray(LIK["ode_x_sigma_max"]),
+                                      np.geomspace(20480, 0.002, 101), solver="heun",
+                                      return_nfe=True)
+  assert int(nfe) == 200
+
+
+def test_pc_corrector_moves_samples_toward_the_data_law():
+  """In 512 dimensions, where score_sde's snr rule is meant to work: one corrector step per
+  level brings the samples' spread closer to the data's (0.3^2) than the predictor alone."""
+  from score_jax.analytic import GaussianMixture  # pylint: disable=g-import-not-at-top
+  means = jnp.stack([jnp.full((512,), 0.5), jnp.full((512,), -0.5)])
+  gm = GaussianMixture(means, jnp.array([0.7, 0.3]), std=0.3)
+  z = 20.0 * jax.random.normal(jax.random.PRNGKey(0), (256, 512))
+  sig = schedules.log_snr(50, 0.01, 20.0)
+  spread = {}
+  for n in (0, 1):
+    x = np.asarray(samplers.SAMPLERS["pc"](gm.denoise, z, sig, jax.random.PRNGKey(1),
+                                           n_corrector=n))
+    sign = np.where(x.mean(1, keepdims=True) > 0, 0.5, -0.5)
+    spread[n] = float((x - sign).var())
+    assert 0.55 < float((sign > 0).mean()) < 0.85
+  assert abs(spread[1] - 0.09) < abs(spread[0] - 0.09) and abs(spread[1] - 0.09) < 0.01

@@ -125,9 +125,9 @@ def evaluate(built, workdir: str, features_fn=None, spec=None) -> dict:
   (pool3, logits), with a `dim`) replaces the network of `spec.features`.
   """
   spec = built.eval if spec is None else spec
-  if spec.metric == "bpd":
+  if spec.metric in ("bpd", "bpd_ode"):
     from score_jax.eval import bpd  # pylint: disable=g-import-not-at-top
-    return bpd.evaluate_bpd(built, workdir)
+    return (bpd.evaluate_bpd if spec.metric == "bpd" else bpd.evaluate_bpd_ode)(built, workdir)
   if spec.ref_stats:  # a wrong path fails before any weights are read
     shards.load_reference(spec.ref_stats,
                           getattr(features_fn, "dim", None) or shards.features_dim(spec.features))

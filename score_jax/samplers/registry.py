@@ -5,7 +5,7 @@
 A new sampler is a new module plus one line here.
 """
 
-from score_jax.samplers import dpm_solver, kdiffusion, unipc
+from score_jax.samplers import dpm_solver, kdiffusion, ode, pc, unipc
 
 SAMPLERS = {
     "euler": kdiffusion.euler,
@@ -20,4 +20,6 @@ SAMPLERS = {
     "dpmpp_2m_sde": dpm_solver.dpmpp_2m_sde,
     "dpmpp_sde": dpm_solver.dpmpp_sde,
     "unipc": unipc.unipc,
+    "pc": pc.pc,
+    "ode": ode.ode,
 }
