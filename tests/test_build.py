@@ -144,3 +144,23 @@ def test_solver_options_are_checked_at_build(method, flag, match, tiny):
   c[section][name] = type(c[section][name])(value)
   with pytest.raises(ValueError, match=match):
     build.build(c)
+
+
+def test_main_keeps_a_persistent_compilation_cache_and_can_turn_it_off(tiny_trained, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "wd"
+  shutil.copytree(tiny_trained, wd)
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  for cache, expect in ((tmp_path / "cache", True), (tmp_path / "none", False)):
+    flag = f"--compilation_cache={cache}" if expect else "--compilation_cache="
+    # The real config file with the tiny run's sizes: tests/tiny_mnist_config.py imports
+    # conftest, which sets JAX_COMPILATION_CACHE_DIR (and that wins over the flag).
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"),
+                          "--config=" + os.path.join(ROOT, "configs", "ncsnv2_mnist.py"),
+                          "--config.model.ngf=4", "--config.model.num_classes=3",
+                          "--config.model.sigma_begin=1.0", "--config.sampling.batch_size=8",
+                          "--config.sampling.n_steps_each=2", "--mode=sample",
+                          f"--workdir={wd}", flag], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (cache.exists() and any(cache.iterdir())) == expect

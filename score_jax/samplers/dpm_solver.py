@@ -140,8 +140,8 @@ def dpmpp_2m_sde(denoise_fn, x, sigmas, key=None, sample_ids=None, eta: float = 
   s = host_sigmas(sigmas)
   ratio, w = _dpmpp_weights(s, multistep_orders(s, 2, False), solver_type, eta)
   nxt = s[1:]
-  h = np.log(s[:-1] / np.where(nxt > 0, nxt, 1.0))
-  scale = np.where(nxt > 0, nxt * np.sqrt(-np.expm1(-2.0 * eta * h)) * s_noise, 0.0)
+  h = np.log(s[:-1] / np.where(nxt > 0, nxt, s[:-1]))  # 0 on the step into sigma = 0
+  scale = nxt * np.sqrt(-np.expm1(-2.0 * eta * h)) * s_noise
   return _multistep(denoise_fn, x, s, ratio, w, _noise_keys(key, x, sample_ids,
                                                             "dpmpp_2m_sde"), scale)
 

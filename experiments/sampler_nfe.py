@@ -1,0 +1,175 @@
+"""Sample quality against network calls: every sampler on the DDPM and EDM MNIST models.
+
+  python experiments/sampler_nfe.py --workdir=/tmp/nfe                 # trains both, ~1 h
+  python experiments/sampler_nfe.py --workdir=/tmp/nfe --samples=108 --nfe=5,10
+  python experiments/sampler_nfe.py --ddpm_workdir=W1 --edm_workdir=W2  # takes trained ones
+
+Trains `configs/ddpm_mnist.py` and `configs/edm_mnist.py` (as the main job does; skipped
+when the workdir already holds the last checkpoint), then samples each network's EMA
+weights with every sampler of `samplers.SAMPLERS` (and EDM's Heun, `edm`) at each target
+number of network calls: steps are chosen so that a sampler makes at most that many calls
+(two-call samplers take (NFE + 1) / 2 steps), `ode` reports the calls its tolerance took,
+and DDPM's ancestral sampler runs its full 1,000 steps once as the reference. Every run
+draws the same `--samples` starting points (sample ids 0..N-1) and is scored by the MNIST
+Frechet distance the main job ends with (score_jax.eval.mnist_features, against the
+bundled subset's own statistics). Writes `<workdir>/sampler_nfe.json` and the plot
+`docs/sampler_nfe.png` (`--plot`), one line per sampler.
+"""
+
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import ddpm_mnist, edm_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
+from score_jax import build, checkpoints, data, generate, samplers, sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from score_jax.eval import metrics, mnist_features, shards  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+flags.DEFINE_string("workdir", "/tmp/sampler_nfe", "Where the two models are trained.")
+flags.DEFINE_string("ddpm_workdir", "", "A trained ddpm_mnist workdir to take instead.")
+flags.DEFINE_string("edm_workdir", "", "A trained edm_mnist workdir to take instead.")
+flags.DEFINE_string("nfe", "5,10,20,35", "Target network calls.")
+flags.DEFINE_integer("samples", 256, "Samples per point.")
+flags.DEFINE_string("plot", "docs/sampler_nfe.png", "Where the plot goes ('' for none).")
+flags.DEFINE_bool("ancestral", True, "Also DDPM's 1,000-step ancestral sampler.")
+FLAGS = flags.FLAGS
+
+# (sampler, options, calls per step): the last step into sigma = 0 takes one call.
+SAMPLERS = [
+    ("euler", {}, 1), ("heun", {}, 2), ("dpm_2", {}, 2), ("lms", {}, 1),
+    ("ddim", {}, 1), ("dpm_solver", {"order": 2}, 2), ("dpmpp_2m", {}, 1),
+    ("dpmpp_3m", {}, 1), ("unipc", {"order": 3}, 1), ("euler_ancestral", {}, 1),
+    ("dpmpp_2m_sde", {}, 1), ("dpmpp_sde", {}, 2), ("pc", {}, 2), ("edm", {}, 2),
+]
+ODE_TOLERANCES = (1e-2, 1e-3, 1e-4)
+
+
+def trained(module, workdir: str):
+  """The Built of `module`'s config and its workdir, trained there first if needed."""
+  c = module.get_config()
+  with c.unlocked():
+    c.eval.after_training = False
+    c.training.snapshot_sampling = False
+  built = build.build(c)
+  ckpt = checkpoints.Checkpointer(workdir, built.signature, create=False)
+  if ckpt.latest_step() != built.train.n_iters:
+    t0 = time.time()
+    train.train_and_evaluate(built, workdir)
+    print(f"trained {module.__name__} in {time.time() - t0:.0f} s")
+  return built
+
+
+def steps_for(nfe: int, per_step: int) -> int:
+  return max(1, (nfe + per_step - 1) // per_step) if per_step == 1 else max(1, (nfe + 1) // 2)
+
+
+def run_one(built, params, name: str, options: dict, steps: int, n: int, key):
+  """(samples [n, 28, 28, 1] in [0, 1], network calls) of one sampler setting."""
+  den = built.method.denoiser(params)
+  lo, hi = max(0.002, den.sigma_min), min(80.0, den.sigma_max)
+  sigmas = samplers.schedules.karras(steps, lo, hi)
+  z = jax.random.normal(jax.random.PRNGKey(0), (n,) + built.image_shape)
+  if name == "edm":
+    fn = lambda z: samplers.edm_sampler(den.fn, z, key, steps, lo, hi,
+                                        round_sigma=den.round_sigma)
+    calls = 2 * steps - 1
+  elif name == "ode":  # adaptive: only the ends of [sigma_max, sigma_min, 0] matter
+    sigmas = samplers.schedules.karras(2, lo, hi)
+    fn = lambda z: samplers.SAMPLERS["ode"](den.fn, z * sigmas[0], sigmas, return_nfe=True,
+                                            **options)
+    calls = None
+  else:
+    fn = lambda z: samplers.SAMPLERS[name](den.fn, z * sigmas[0], sigmas, key, **options)
+    calls = None
+  out = jax.jit(fn)(z)
+  if name == "ode":
+    out, calls = out
+    calls = int(calls)
+  elif calls is None:
+    calls = count_calls(name, options, sigmas)
+  return np.asarray((out + 1.0) / 2.0), calls
+
+
+def count_calls(name: str, options: dict, sigmas) -> int:
+  per = dict((s, p) for s, _, p in SAMPLERS)[name]
+  steps = len(sigmas) - 1
+  return steps if per == 1 else 2 * steps - (1 if sigmas[-1] == 0 and name != "pc" else 0)
+
+
+def evaluate_model(label: str, built, workdir: str, targets, n: int, features, ref) -> list:
+  ckpt, target = checkpoints.open_trained(workdir, built, sharding.data_mesh())
+  params = ckpt.restore_latest(target).ema_params
+  key = jax.random.PRNGKey(1)
+  fd = lambda x: metrics.frechet_distance(
+      *metrics.feature_statistics(features(shards.to_inception_input(x))[0]), *ref)
+  rows = []
+  for name, options, per in SAMPLERS:
+    for nfe in targets:
+      t0 = time.time()
+      x, calls = run_one(built, params, name, options, steps_for(nfe, per), n, key)
+      rows.append(dict(model=label, sampler=name, target_nfe=nfe, nfe=calls, fd=fd(x),
+                       seconds=time.time() - t0))
+      print(json.dumps(rows[-1]), flush=True)
+  for tol in ODE_TOLERANCES:
+    t0 = time.time()
+    x, calls = run_one(built, params, "ode", dict(rtol=tol, atol=tol), 1, n, key)
+    rows.append(dict(model=label, sampler="ode", target_nfe=None, nfe=calls, fd=fd(x),
+                     rtol=tol, seconds=time.time() - t0))
+    print(json.dumps(rows[-1]), flush=True)
+  if label == "ddpm" and FLAGS.ancestral:
+    t0 = time.time()
+    x = jax.jit(generate.sample_fn_of(built, batch_size=n))(params, key)
+    rows.append(dict(model=label, sampler="ancestral", target_nfe=1000, nfe=1000,
+                     fd=fd(np.asarray(x)), seconds=time.time() - t0))
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def plot(rows, path: str):
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  models = sorted({r["model"] for r in rows})
+  fig = Figure(figsize=(6 * len(models), 4.5))
+  for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
+    mine = [r for r in rows if r["model"] == model]
+    for name in dict.fromkeys(r["sampler"] for r in mine):
+      pts = sorted((r["nfe"], r["fd"]) for r in mine if r["sampler"] == name)
+      style = "*" if len(pts) == 1 else ".-"
+      ax.plot(*zip(*pts), style, label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network calls")
+    ax.set_ylabel("MNIST Frechet distance")
+    ax.set_title(f"{model}_mnist")
+    ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110)
+
+
+def main(argv):
+  del argv
+  targets = [int(v) for v in FLAGS.nfe.split(",")]
+  features = mnist_features.load_mnist_features()
+  spec = build.build(ddpm_mnist.get_config()).data
+  real = data.load_images(spec, "train")
+  ref = metrics.feature_statistics(features(shards.to_inception_input(real))[0])
+  rows = []
+  for label, module, wd in (("ddpm", ddpm_mnist, FLAGS.ddpm_workdir),
+                            ("edm", edm_mnist, FLAGS.edm_workdir)):
+    wd = wd or os.path.join(FLAGS.workdir, label)
+    built = trained(module, wd)
+    rows += evaluate_model(label, built, wd, targets, FLAGS.samples, features, ref)
+    os.makedirs(FLAGS.workdir, exist_ok=True)
+    with open(os.path.join(FLAGS.workdir, "sampler_nfe.json"), "w") as f:
+      json.dump(dict(samples=FLAGS.samples, targets=targets, rows=rows), f, indent=1)
+  if FLAGS.plot:
+    plot(rows, FLAGS.plot)
+
+
+if __name__ == "__main__":
+  app.run(main)
