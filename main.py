@@ -32,8 +32,8 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from score_jax import build, calibrate, checkpoints, convert, data, errors, generate, summary
-from score_jax import train, workdirs
+from score_jax import build, calibrate, checkpoints, convert, data, errors, generate, posthoc_ema
+from score_jax import summary, train, workdirs
 from score_jax.eval import fid, reference
 from score_jax.importers import torch_pickle
 
@@ -42,11 +42,12 @@ config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", l
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, samples and metrics.")
 flags.DEFINE_enum("mode", "train",
                   ["train", "sample", "calibrate", "convert", "summary", "data", "eval",
-                   "eval_ref"],  # the keys of JOBS
+                   "eval_ref", "posthoc_ema"],  # the keys of JOBS
                   "train; sample from the newest checkpoint; calibrate noise settings from "
                   "data; convert official weights; summary: parameters and FLOPs; data: "
                   "preview the input pipeline; eval: FID/IS/KID of the newest checkpoint; "
-                  "eval_ref: reference statistics of the data.")
+                  "eval_ref: reference statistics of the data; posthoc_ema: EDM2's post-hoc "
+                  "EMA of any length from the training's snapshots.")
 flags.DEFINE_string(
     "compilation_cache",
     os.environ.get("SCORE_JAX_COMPILATION_CACHE",
@@ -90,6 +91,7 @@ JOBS = {
     "eval_ref": reference.run,
     "data": _data,
     "convert": _convert,
+    "posthoc_ema": posthoc_ema.run,
 }
 
 

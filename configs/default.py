@@ -20,6 +20,8 @@ def get_default_config() -> ml_collections.ConfigDict:
   t.anneal_power = 2.0        # loss weight sigma^anneal_power (NCSNv2 Eq. 2: 2)
   t.keep_checkpoints = 3
   t.batch_gpu = 0             # images per device per pass (EDM's --batch-gpu); 0 = all at once
+  t.posthoc_sigma_rels = ()   # EDM2's power EMAs kept for post-hoc EMA, e.g. (0.05, 0.10)
+  t.posthoc_snapshot_freq = 0  # steps between their snapshots (workdir/posthoc); 0: snapshot_freq
 
   c.sampling = s = ml_collections.ConfigDict()
   s.batch_size = 64
@@ -96,6 +98,12 @@ def get_default_config() -> ml_collections.ConfigDict:
   e.ode_sigma_max = 80.0
   e.bpd_split = "test"          # bpd: the split scored (DDPM Table 2: CIFAR-10 test)
   e.bpd_images = 0              # bpd: the first N images; 0 = the whole split
+
+  # --mode=posthoc_ema (score_jax.posthoc_ema): the EMA of any length from the snapshots.
+  c.posthoc = ph = ml_collections.ConfigDict()
+  ph.sigma_rel = 0.0          # the target's relative width (EDM2: 0.05 to 0.2)
+  ph.step = 0                 # the target's step; 0: the newest snapshot
+  ph.out = ""                 # the workdir written (empty): its checkpoint's EMA is the result
 
   c.convert = v = ml_collections.ConfigDict()
   v.path = ""                 # --mode=convert: an NCSN/NCSNv2 .pth or a diffusers DDPM folder

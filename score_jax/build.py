@@ -117,6 +117,17 @@ class EvalSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class PosthocSpec:
+  """EDM2's post-hoc EMA: the power EMAs kept in training (`sigma_rels`, their snapshots
+  every `snapshot_freq` steps) and the reconstruction `--mode=posthoc_ema` makes."""
+  sigma_rels: tuple
+  snapshot_freq: int
+  sigma_rel: float
+  step: int
+  out: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Built:
   """Everything a job needs, built once from one config.
 
@@ -151,6 +162,7 @@ class Built:
   convert_path: str
   ema: bool
   noise_settings: dict
+  posthoc: PosthocSpec = PosthocSpec((), 0, 0.0, 0, "")
 
   @property
   def rng_keys(self) -> dict:
@@ -320,6 +332,33 @@ def diffusion_betas(f) -> np.ndarray:
 
 # --- optimizer ---------------------------------------------------------------------------
 
+def _posthoc(t, ph, mode: str, ema: bool) -> PosthocSpec:
+  rels = tuple(float(r) for r in t.posthoc_sigma_rels)
+  for r in rels:
+    if not 0 < r < 12 ** -0.5:
+      raise ValueError(f"config.training.posthoc_sigma_rels has {r!r}: expected values in "
+                       f"(0, {12 ** -0.5:.4f}).")
+  if t.posthoc_snapshot_freq < 0:
+    raise ValueError(f"config.training.posthoc_snapshot_freq={t.posthoc_snapshot_freq} must "
+                     "be >= 0.")
+  if mode == "posthoc_ema":
+    if not rels:
+      raise ValueError("--mode=posthoc_ema reads the snapshots of training.posthoc_sigma_rels; "
+                       "the config lists none.")
+    if not 0 < ph.sigma_rel < 12 ** -0.5:
+      raise ValueError(f"config.posthoc.sigma_rel={ph.sigma_rel!r}: expected a value in "
+                       f"(0, {12 ** -0.5:.4f}).")
+    if not ph.out:
+      raise ValueError("--mode=posthoc_ema needs --config.posthoc.out (an empty workdir).")
+    if ph.step < 0:
+      raise ValueError(f"config.posthoc.step={ph.step} must be >= 0 (0: the newest).")
+    if not ema:
+      raise ValueError("--mode=posthoc_ema writes the reconstruction as the checkpoint's EMA; "
+                       "config.model.ema is off.")
+  return PosthocSpec(rels, t.posthoc_snapshot_freq or t.snapshot_freq, ph.sigma_rel, ph.step,
+                     ph.out)
+
+
 def _optimizer(o, m, t):
   if o.optimizer != "Adam":
     raise ValueError(f"config.optim.optimizer={o.optimizer!r}; only 'Adam' is implemented.")
@@ -338,8 +377,10 @@ def _optimizer(o, m, t):
              if "ema_halflife_kimg" in m else m.ema_rate)
     if not callable(decay) and not 0.0 <= decay <= 1.0:
       raise ValueError(f"config.model.ema_rate={decay!r} must lie in [0, 1].")
+  from score_jax import posthoc_ema  # pylint: disable=g-import-not-at-top
+  gammas = tuple(posthoc_ema.sigma_rel_to_gamma(r) for r in t.posthoc_sigma_rels)
   tx = optim.make_optimizer(lr_fn, beta1=o.beta1, eps=o.eps, weight_decay=o.weight_decay,
-                            grad_clip=o.grad_clip, ema_decay=decay)
+                            grad_clip=o.grad_clip, ema_decay=decay, power_gammas=gammas)
   return tx, lr_fn
 
 
@@ -535,6 +576,9 @@ def model_signature(config) -> dict:
   """What must agree between a checkpoint and the config that restores it."""
   sig = {f"model.{k}": v for k, v in config.model.to_dict().items()
          if k not in ("ema_rate", "dtype", "remat")}
+  # The post-hoc EMAs live in the optimizer state: a checkpoint restores only with the same.
+  if config.training.posthoc_sigma_rels:
+    sig["training.posthoc_sigma_rels"] = [float(r) for r in config.training.posthoc_sigma_rels]
   sig["data.image_size"] = config.data.image_size
   sig["data.channels"] = config.data.channels
   if config.model.name == "ddpm":  # the network's t is an index into this schedule
@@ -577,6 +621,7 @@ def build(config, mode: str = "train", n_devices: Optional[int] = None) -> Built
   betas = diffusion_betas(c.diffusion)
   method = METHODS[c.model.name](c, net, levels, betas)
   train = _train_spec(c.training, n_dev)
+  posthoc = _posthoc(c.training, c.posthoc, mode, bool(c.model.ema))
   tx, lr_fn = _optimizer(c.optim, c.model, c.training)
   data = _data_spec(c.data, c.training.batch_size, c.seed)
   sampler = _sampler(c.sampling, c.model, c.data, method, betas)
@@ -594,4 +639,4 @@ def build(config, mode: str = "train", n_devices: Optional[int] = None) -> Built
                noise_settings=dict(sigma_begin=c.model.sigma_begin, sigma_end=c.model.sigma_end,
                                    num_classes=c.model.num_classes,
                                    n_steps_each=c.sampling.n_steps_each,
-                                   step_lr=c.sampling.step_lr))
+                                   step_lr=c.sampling.step_lr), posthoc=posthoc)

@@ -89,11 +89,13 @@ def fingerprint(tree) -> tuple[dict, list]:
 class Checkpointer:
   """Saves and restores TrainStates under workdir/checkpoints, keeping the last `keep`."""
 
-  def __init__(self, workdir: str, signature: dict, keep: int = 3, create: bool = True):
+  def __init__(self, workdir: str, signature: dict, keep: Optional[int] = 3,
+               create: bool = True, subdir: str = "checkpoints"):
     """`signature`: what the checkpoints must agree with (`build.Built.signature`, JSON
-    values). create=False for readers (sampling, evaluation): a missing folder stays
-    missing."""
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    values). keep=None keeps every step. create=False for readers (sampling, evaluation): a
+    missing folder stays missing. `subdir`: the folder under workdir (post-hoc EMA
+    snapshots live in their own)."""
+    self.directory = os.path.abspath(os.path.join(workdir, subdir))
     self._signature = signature
     # A run killed during a save leaves a tmp folder; the next writer removes it.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,

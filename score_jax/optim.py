@@ -88,12 +88,12 @@ def learning_rate(schedule: str, lr: float, warmup: int, n_iters: int,
 
 
 def make_optimizer(lr_fn: optax.Schedule, beta1: float = 0.9, eps: float = 1e-8,
-                   weight_decay: float = 0.0, grad_clip: float = 0.0,
-                   ema_decay=None) -> optax.GradientTransformation:
+                   weight_decay: float = 0.0, grad_clip: float = 0.0, ema_decay=None,
+                   power_gammas=()) -> optax.GradientTransformation:
   """Adam as the official code uses it (L2 weight decay added to the gradient, not AdamW;
   beta2 0.999), global-norm clipping when `grad_clip` > 0, the schedule `lr_fn`, then the
   parameter EMA with `ema_decay` (a number, or a function of the update count such as
-  `edm_ema_decay`) unless it is None."""
+  `edm_ema_decay`) unless it is None, then EDM2's power EMAs of `power_gammas`."""
   parts = []
   if grad_clip and grad_clip > 0:
     parts.append(optax.clip_by_global_norm(grad_clip))
@@ -102,6 +102,8 @@ def make_optimizer(lr_fn: optax.Schedule, beta1: float = 0.9, eps: float = 1e-8,
   parts += [optax.scale_by_adam(b1=beta1, b2=0.999, eps=eps), optax.scale_by_learning_rate(lr_fn)]
   if ema_decay is not None:
     parts.append(ema_params(ema_decay))
+  if power_gammas:
+    parts.append(power_emas(power_gammas))
   return optax.chain(*parts)
 
 
@@ -112,3 +114,40 @@ def with_ema(opt_state, ema):
   return jax.tree.map(
       lambda s: s._replace(ema=ema) if isinstance(s, ParamEMAState) else s, opt_state,
       is_leaf=lambda s: isinstance(s, ParamEMAState))
+
+
+class PowerEMAState(NamedTuple):
+  """State of `power_emas`: optimizer steps taken, and one power EMA per gamma."""
+  count: jax.Array
+  emas: tuple
+
+
+def power_emas(gammas) -> optax.GradientTransformation:
+  """EDM2's power-function EMAs of the parameters (score_jax.posthoc_ema): after optimizer
+  step t (t = 1 first), ema_k = beta ema_k + (1 - beta) params with beta = (1 - 1/t)^(gamma_k
+  + 1). Last in a chain, as `ema_params`; updates pass through unchanged."""
+  gammas = tuple(float(g) for g in gammas)
+
+  def init_fn(params):
+    return PowerEMAState(count=jnp.zeros([], jnp.int32),
+                         emas=tuple(jax.tree.map(jnp.zeros_like, params) for _ in gammas))
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("power_emas needs the current params: call tx.update(g, s, params).")
+    new_params = optax.apply_updates(params, updates)
+    t = (state.count + 1).astype(jnp.float32)
+    emas = []
+    for g, ema in zip(gammas, state.emas):
+      beta = (1.0 - 1.0 / t) ** (g + 1.0)
+      emas.append(jax.tree.map(lambda e, p, b=beta: b * e + (1.0 - b) * p, ema, new_params))
+    return updates, PowerEMAState(count=state.count + 1, emas=tuple(emas))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def power_emas_of(opt_state):
+  """The tuple of power EMAs held in an optimizer state, or None."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, PowerEMAState))
+           if isinstance(s, PowerEMAState)]
+  return found[0].emas if found else None

@@ -14,7 +14,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from score_jax import checkpoints, data, generate, images, metrics, sharding
+from score_jax import checkpoints, data, generate, images, metrics, optim, sharding
 from score_jax.state import TrainState, abstract_state, fresh_state
 
 
@@ -141,6 +141,20 @@ class _Snapshots:
       images.save_grid(samples, os.path.join(self.workdir, "samples", f"image_grid_{step}.png"))
 
 
+class _PosthocSnapshots:
+  """EDM2's power-EMA snapshots: workdir/posthoc/<step>, every one kept, checksummed."""
+
+  def __init__(self, built, workdir):
+    from score_jax import posthoc_ema  # pylint: disable=g-import-not-at-top
+    self.ckpt = checkpoints.Checkpointer(
+        workdir, posthoc_ema.snapshot_signature(built.signature, built.posthoc.sigma_rels),
+        keep=None, subdir=posthoc_ema.SNAPSHOT_DIR)
+
+  def save(self, step: int, state):
+    if step not in self.ckpt.all_steps():  # a resumed run may pass a saved step again
+      self.ckpt.save(step, {"emas": optim.power_emas_of(state.opt_state)})
+
+
 def _check_finite(ckpt, step, step_metrics):
   if not bool(step_metrics["finite"]):
     last = ckpt.latest_step()
@@ -169,6 +183,7 @@ def train_and_evaluate(built, workdir: str, features_fn=None) -> TrainState:
   mesh = sharding.data_mesh()
   is_main = jax.process_index() == 0
   ckpt = checkpoints.Checkpointer(workdir, built.signature, keep=t.keep_checkpoints)
+  snapshots_ph = _PosthocSnapshots(built, workdir) if built.posthoc.sigma_rels else None
   state = ckpt.restore_latest(abstract_state(built, mesh), batches, quarantine=True)
   if state is None:
     state = fresh_state(built, mesh)
@@ -207,6 +222,9 @@ def train_and_evaluate(built, workdir: str, features_fn=None) -> TrainState:
         if snapshot or preempted:
           _check_finite(ckpt, done, step_metrics)
           ckpt.save(done, state, batches)
+        if snapshots_ph is not None and (done % built.posthoc.snapshot_freq == 0
+                                         or done == t.n_iters):
+          snapshots_ph.save(done, state)
         if preempted:
           writer.flush()
           if is_main:
@@ -219,6 +237,8 @@ def train_and_evaluate(built, workdir: str, features_fn=None) -> TrainState:
     # Whatever ends the loop, a save in flight is finished, not cut off at exit.
     bar.close()
     ckpt.wait()
+    if snapshots_ph is not None:
+      snapshots_ph.ckpt.wait()
   writer.flush()
   if bad.count and is_main:
     print(f"Skipped {bad.count} bad image(s) (config.data.skip_bad); the first: {bad.first}")
