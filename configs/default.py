@@ -18,6 +18,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   t.snapshot_sampling = True  # write a sample grid at each snapshot
   t.log_freq = 50             # steps between metrics.jsonl lines
   t.anneal_power = 2.0        # loss weight sigma^anneal_power (NCSNv2 Eq. 2: 2)
+  t.loss = "dsm"              # NCSN / NCSNv2: 'dsm' (denoising) or 'ssm' (sliced score matching)
+  t.ssm_projection = "gaussian"  # ssm: projections, 'gaussian' (the official code's) or 'rademacher'
+  t.ssm_particles = 1         # ssm: projections per sample
   t.keep_checkpoints = 3
   t.batch_gpu = 0             # images per device per pass (EDM's --batch-gpu); 0 = all at once
   t.posthoc_sigma_rels = ()   # EDM2's power EMAs kept for post-hoc EMA, e.g. (0.05, 0.10)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import optax
 
-from score_jax import models, noise, optim, precond, samplers, schedules
+from score_jax import losses, models, noise, optim, precond, samplers, schedules
 from score_jax.samplers import schedules as sampler_schedules
 from score_jax.data import transforms
 from score_jax.methods import Method, ddpm as ddpm_method, edm as edm_method, ncsn as ncsn_method
@@ -297,8 +297,13 @@ def network(config, levels=None):
 
 def _ncsn(config, net, levels, betas):
   del betas
-  return ncsn_method.make(net, levels, config.training.anneal_power,
-                          continuous=config.model.name == "ncsnv2")
+  t = config.training
+  _one_of("training.loss", t.loss, ("dsm", "ssm"))
+  _one_of("training.ssm_projection", t.ssm_projection, losses.PROJECTIONS)
+  if t.ssm_particles < 1:
+    raise ValueError(f"config.training.ssm_particles={t.ssm_particles} must be >= 1.")
+  return ncsn_method.make(net, levels, t.anneal_power, continuous=config.model.name == "ncsnv2",
+                          loss=t.loss, projection=t.ssm_projection, n_particles=t.ssm_particles)
 
 
 def _ddpm(config, net, levels, betas):
@@ -619,6 +624,9 @@ def build(config, mode: str = "train", n_devices: Optional[int] = None) -> Built
   levels = noise_levels(c.model)
   net = network(c, levels)
   betas = diffusion_betas(c.diffusion)
+  if c.training.loss != "dsm" and c.model.name not in ("ncsn", "ncsnv2"):
+    raise ValueError(f"config.training.loss={c.training.loss!r} trains NCSN / NCSNv2 score "
+                     f"networks; config.model.name={c.model.name!r} has its own loss ('dsm').")
   method = METHODS[c.model.name](c, net, levels, betas)
   train = _train_spec(c.training, n_dev)
   posthoc = _posthoc(c.training, c.posthoc, mode, bool(c.model.ema))
