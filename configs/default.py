@@ -71,6 +71,9 @@ def get_default_config() -> ml_collections.ConfigDict:
   s.sde_noise = "brownian"    # dpmpp_sde: brownian (one path in sigma) | independent
   s.scaling = "none"          # ablation: vp | none
   s.class_label = -1          # class-conditional networks: this class, or -1 for random ones
+  s.guidance = 1.0            # W of D_guide + W (D_main - D_guide); 1 = no guidance (EDM2)
+  s.guide_workdir = ""        # autoguidance: a weaker trained model of the same data as D_guide;
+                              # '' with W != 1: classifier-free (the label dropped)
 
   # --mode=eval / eval_ref (score_jax.evaluate): FID, IS, KID with pytorch-fid's Inception.
   c.eval = e = ml_collections.ConfigDict()

@@ -163,6 +163,8 @@ class Built:
   ema: bool
   noise_settings: dict
   posthoc: PosthocSpec = PosthocSpec((), 0, 0.0, 0, "")
+  guide: Optional["Built"] = None  # autoguidance: the guide model, built from its workdir
+  guide_workdir: str = ""
 
   @property
   def rng_keys(self) -> dict:
@@ -424,6 +426,49 @@ def _data_spec(d, batch_size: int, seed: int) -> DataSpec:
   return DataSpec(**{k: d[k] for k in fields}, batch_size=batch_size, seed=seed)
 
 
+def _check_guidance(s, m, method: Method) -> None:
+  if s.guidance <= 0:
+    raise ValueError(f"config.sampling.guidance={s.guidance!r} must be positive (1: none).")
+  if s.guidance == 1 or s.guide_workdir:
+    return
+  if not method.label_dim:
+    raise ValueError(f"config.sampling.guidance={s.guidance}: classifier-free guidance needs a "
+                     "class-conditional network (model.label_dim > 0); for an unconditional "
+                     "one give a weaker model as --config.sampling.guide_workdir "
+                     "(autoguidance).")
+  if not m.get("label_dropout", 0.0):
+    raise ValueError(f"config.sampling.guidance={s.guidance}: the network was trained without "
+                     "label dropout (model.label_dropout 0), so it never learnt the "
+                     "unconditional output classifier-free guidance needs.")
+
+
+def _guide(config, mode: str) -> Optional["Built"]:
+  """The guide of autoguidance: the network of `sampling.guide_workdir`'s newest checkpoint,
+  rebuilt from the model section stored with it (same data shape and method)."""
+  from score_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  path = config.sampling.guide_workdir
+  if not path or mode not in ("sample", "eval"):
+    return None
+  ckpt = checkpoints.Checkpointer(path, {}, create=False)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"config.sampling.guide_workdir={path!r} holds no checkpoint.")
+  stored = ckpt.stored_signature(step)
+  g = config.copy_and_resolve_references()
+  with g.unlocked():
+    g.sampling.guide_workdir, g.sampling.guidance = "", 1.0
+    g.eval.after_training = False
+    for key, value in stored.items():
+      section, name = key.split(".", 1)
+      if section in ("model", "diffusion"):
+        g[section][name] = tuple(value) if isinstance(value, list) else value
+  if (g.data.image_size, g.data.channels, g.model.name) != (
+      config.data.image_size, config.data.channels, config.model.name):
+    raise ValueError(f"config.sampling.guide_workdir={path!r} holds a {g.model.name} model; "
+                     f"autoguidance needs one of the same kind ({config.model.name}).")
+  return build(g, "sample")
+
+
 def sampler_name(s, method: Method) -> str:
   """`sampling.method`, or the method's own sampler when it is empty."""
   name = s.method or method.default_sampler
@@ -503,6 +548,7 @@ def _solver_options(s, name: str, method: Method) -> tuple:
 
 def _sampler(s, m, d, method: Method, betas) -> SamplerSpec:
   _check_sampling(s, m, d, method, betas)
+  _check_guidance(s, m, method)
   name = sampler_name(s, method)
   mask = None
   if s.inpainting:
@@ -638,6 +684,7 @@ def build(config, mode: str = "train", n_devices: Optional[int] = None) -> Built
   after = (_after_training(c.eval, c.data, c.model, c.sampling.batch_size)
            if mode == "train" else None)
   _check_files(evaluation, mode, c.convert.path)
+  guide = _guide(c, mode)
   return Built(name=c.model.name, network=net, inputs=models.example_inputs(
       net, c.data.image_size, c.data.channels), method=method, optimizer=tx, lr_fn=lr_fn,
                train=train, data=data, sampler=sampler, eval=evaluation,
@@ -647,4 +694,5 @@ def build(config, mode: str = "train", n_devices: Optional[int] = None) -> Built
                noise_settings=dict(sigma_begin=c.model.sigma_begin, sigma_end=c.model.sigma_end,
                                    num_classes=c.model.num_classes,
                                    n_steps_each=c.sampling.n_steps_each,
-                                   step_lr=c.sampling.step_lr), posthoc=posthoc)
+                                   step_lr=c.sampling.step_lr),
+               posthoc=posthoc, guide=guide, guide_workdir=c.sampling.guide_workdir)

@@ -107,10 +107,14 @@ class Checkpointer:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
+  def stored_signature(self, step: int) -> dict:
+    """The model signature saved with the checkpoint at `step`."""
+    return dict(self._manager.restore(
+        step, args=ocp.args.Composite(model=ocp.args.JsonRestore())).model)
+
   def check_signature(self, step: int) -> None:
     """Raise CheckpointMismatchError when the checkpoint at `step` is of another model."""
-    stored = self._manager.restore(step, args=ocp.args.Composite(model=ocp.args.JsonRestore()))
-    stored = stored.model
+    stored = self.stored_signature(step)
     diffs = [(k, stored.get(k), v) for k, v in self._signature.items() if stored.get(k) != v]
     if diffs:
       lines = "; ".join(f"{k}: checkpoint {a!r}, config {b!r}" for k, a, b in diffs)

@@ -195,8 +195,31 @@ ON_DENOISER = {"langevin": _langevin_on_denoiser, "ancestral": _ancestral, "edm"
                "ablation": _ablation, **{name: _solver for name in samplers.SAMPLERS}}
 
 
-def _on_denoiser(method, sampler, progress, start, progressive):
-  """(params, key, ids) -> images in [0, 1] by the ON_DENOISER entry of `sampler.name`."""
+def _denoiser(method, params, labels):
+  return method.denoiser(params, labels) if method.label_dim else method.denoiser(params)
+
+
+def guided_denoiser(method, params, labels, weight: float, guide_method=None,
+                    guide_params=None):
+  """The denoiser the samplers run on: the network's own (weight 1); with `guide_method`,
+  autoguidance D_guide + w (D_main - D_guide) by that second network; else
+  classifier-free guidance, the conditional and the label-dropped (zero) outputs in one
+  call of twice the batch. The sigma range is the one both networks know."""
+  den = _denoiser(method, params, labels)
+  if weight == 1:
+    return den
+  if guide_method is not None:
+    g = _denoiser(guide_method, guide_params, labels if guide_method.label_dim else None)
+    return den._replace(fn=samplers.guided(den.fn, g.fn, weight),
+                        sigma_min=max(den.sigma_min, g.sigma_min),
+                        sigma_max=min(den.sigma_max, g.sigma_max))
+  pair = method.denoiser(params, jnp.concatenate([labels, jnp.zeros_like(labels)]))
+  return den._replace(fn=samplers.guided_in_one_call(pair.fn, weight))
+
+
+def _on_denoiser(method, sampler, progress, start, progressive, guide_method=None):
+  """(params, key, ids) -> images in [0, 1] by the ON_DENOISER entry of `sampler.name`;
+  with `guide_method`, params is (the network's, the guide's)."""
   s = sampler.options
   snapshot_ts = tuple(s.progressive_ts) if progressive and s.progressive_ts else None
   run = ON_DENOISER[sampler.name]
@@ -204,9 +227,10 @@ def _on_denoiser(method, sampler, progress, start, progressive):
     run = functools.partial(_ancestral, snapshot_ts=snapshot_ts)
 
   def sample(params, key, ids):
-    den = (method.denoiser(params, class_labels(method.label_dim, s.class_label, key, ids))
-           if method.label_dim else method.denoiser(params))
-    out = run(method, sampler, den, key, ids, start, progress, params)
+    labels = class_labels(method.label_dim, s.class_label, key, ids)
+    main, guide = params if guide_method is not None else (params, None)
+    den = guided_denoiser(method, main, labels, s.guidance, guide_method, guide)
+    out = run(method, sampler, den, key, ids, start, progress, main)
     return jax.tree.map(lambda x: (x + 1.0) / 2.0, out)
 
   return sample
@@ -215,7 +239,8 @@ def _on_denoiser(method, sampler, progress, start, progressive):
 def make_sample_fn(method, sampler, batch_size: int, image_shape,
                    progress: Optional[LevelProgress] = None,
                    batch_sharding: Optional[NamedSharding] = None,
-                   num_levels: Optional[int] = None, progressive: bool = False) -> Callable:
+                   num_levels: Optional[int] = None, progressive: bool = False,
+                   guide_method=None) -> Callable:
   """(params, key, offset=0) -> images [batch_size, H, W, C] in [0, 1] (not clipped), by
   `sampler` (a `build.SamplerSpec`) on `method`; the samples are ids offset, offset + 1, ...
   and each depends only on (key, its id), whatever the batch size:
@@ -233,6 +258,9 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
   - any name of `samplers.SAMPLERS`: that sampler with `sampler.solver_options` over
     `solver_sigmas` (`sampling.schedule`, `num_steps`), from sigma_0 N(0, I).
 
+  With `sampling.guidance` != 1 the samplers run on `guided_denoiser` (classifier-free, or
+  autoguidance by `guide_method`, when params is (the network's, the guide's)).
+
   `batch_sharding` splits the samples over devices; without it, XLA would be free to run
   the whole batch on every device, since nothing else in the sampler is sharded.
   `num_levels` (native Langevin only) runs only the first levels, as a run stopped early
@@ -240,7 +268,8 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
   belongs to the end of the schedule, so it is left out unless all levels run.
   """
   shape = (batch_size,) + tuple(image_shape)
-  native_langevin = sampler.name == "langevin" and method.score_fn is not None
+  guided = sampler.options.guidance != 1
+  native_langevin = sampler.name == "langevin" and method.score_fn is not None and not guided
   if num_levels is not None and not native_langevin:
     raise ValueError("num_levels applies to annealed Langevin on NCSN/NCSNv2 networks only.")
 
@@ -252,7 +281,8 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
     return x0, run_key
 
   run = (_native_langevin(method, sampler, shape, progress, batch_sharding, num_levels)
-         if native_langevin else _on_denoiser(method, sampler, progress, start, progressive))
+         if native_langevin else _on_denoiser(method, sampler, progress, start, progressive,
+                                              guide_method if guided else None))
 
   def sample(params, key, offset=0):
     return run(params, key, offset + jnp.arange(batch_size))
@@ -262,9 +292,21 @@ def make_sample_fn(method, sampler, batch_size: int, image_shape,
 
 def sample_fn_of(built, batch_size: Optional[int] = None, **kwargs) -> Callable:
   """`make_sample_fn` for a `build.Built`: its method and bound sampler, `batch_size`
-  samples (default `sampling.batch_size`) of its image shape; kwargs as make_sample_fn's."""
+  samples (default `sampling.batch_size`) of its image shape; kwargs as make_sample_fn's.
+  With an autoguidance guide, the function takes (params, guide params) as its params."""
   n = built.sampler.options.batch_size if batch_size is None else batch_size
-  return make_sample_fn(built.method, built.sampler, n, built.image_shape, **kwargs)
+  guide = None if built.guide is None else built.guide.method
+  return make_sample_fn(built.method, built.sampler, n, built.image_shape, guide_method=guide,
+                        **kwargs)
+
+
+def sampling_params(built, ema_params, mesh):
+  """What a sample function of `sample_fn_of` takes: the EMA weights, and with autoguidance
+  the guide's newest EMA weights beside them."""
+  if built.guide is None:
+    return ema_params
+  ckpt, target = checkpoints.open_trained(built.guide_workdir, built.guide, mesh)
+  return ema_params, ckpt.restore_latest(target).ema_params
 
 
 def jit_sample_fn(sample_fn, mesh, progressive: bool = False):
@@ -410,12 +452,14 @@ def sample(built, workdir: str) -> np.ndarray:
   progress = LevelProgress()
   progressive = bool(s.progressive_ts) and built.sampler.name == "ancestral"
   n = s.batch_size
-  sample_fn = jit_sample_fn(make_sample_fn(
-      built.method, built.sampler, padded_size(n, mesh), built.image_shape, progress,
-      NamedSharding(mesh, P(sharding.DATA_AXIS)), progressive=progressive), mesh, progressive)
+  sample_fn = jit_sample_fn(sample_fn_of(
+      built, padded_size(n, mesh), progress=progress,
+      batch_sharding=NamedSharding(mesh, P(sharding.DATA_AXIS)), progressive=progressive),
+      mesh, progressive)
+  params = sampling_params(built, state.ema_params, mesh)
   out = with_progress_bar(progress, progress_total(built.method, built.sampler), "sample",
                           is_main, lambda: jax.tree.map(sharding.to_host,
-                                                        sample_fn(state.ema_params, key, 0)))
+                                                        sample_fn(params, key, 0)))
   samples, x0s = out if progressive else (out, None)
   samples = samples[:n]
   if is_main:

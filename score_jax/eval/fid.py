@@ -67,9 +67,10 @@ class _Scorer:
     self.features_fn = features_fn
     mesh = sharding.data_mesh()
     self.batch = spec.batch_size
-    self.sample_fn = generate.jit_sample_fn(generate.make_sample_fn(
-        built.method, built.sampler, generate.padded_size(self.batch, mesh), built.image_shape,
+    self.sample_fn = generate.jit_sample_fn(generate.sample_fn_of(
+        built, generate.padded_size(self.batch, mesh),
         batch_sharding=NamedSharding(mesh, P(sharding.DATA_AXIS))), mesh)
+    self.mesh = mesh
     self.n_shards = -(-spec.num_samples // self.batch)
     self.tag = shards.settings_tag(built.sampler.settings, spec.features, spec.features_weights)
 
@@ -77,6 +78,7 @@ class _Scorer:
     """The shards of eval/<step>/<tag>/seed<seed>/ (resumed), then the numbers (process 0;
     None elsewhere)."""
     e, n = self.spec, self.spec.num_samples
+    self.params = generate.sampling_params(self.built, params, self.mesh)
     key = jax.random.fold_in(jax.random.PRNGKey(seed), step)
     shard_dir = os.path.join(shards.eval_dir(self.workdir), str(step), self.tag, f"seed{seed}")
     is_main = jax.process_index() == 0
@@ -90,7 +92,7 @@ class _Scorer:
     for i in tqdm.tqdm(missing, desc=f"eval@{step} seed {seed}", unit="shard",
                        disable=not is_main, leave=False):
       rows = min(self.batch, n - i * self.batch)
-      x = sharding.to_host(self.sample_fn(params, key, i * self.batch))[:rows]
+      x = sharding.to_host(self.sample_fn(self.params, key, i * self.batch))[:rows]
       if is_main:
         pool3, logits = (np.asarray(a) for a in self.features_fn(shards.to_inception_input(x)))
         arrays = dict(pool3=pool3.astype(np.float32), logits=logits.astype(np.float32))

@@ -19,7 +19,7 @@ from score_jax.samplers.common import (INITS, gaussian_init, initial_samples, pe
                                        uniform_init)
 from score_jax.samplers.edm import (DenoiseFn, ablation_sampler, denoiser_from_score,
                                     edm_sampler)
-from score_jax.samplers.guidance import guided
+from score_jax.samplers.guidance import guided, guided_in_one_call
 from score_jax.samplers.registry import SAMPLERS
 from score_jax.samplers.langevin import (IndexedScoreFn, annealed_langevin,
                                          annealed_langevin_inpaint,

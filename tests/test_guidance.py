@@ -1,0 +1,92 @@
+"""Guidance: the formula, classifier-free guidance on a conditional network, autoguidance by
+a second trained model, and the checks that come first."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from score_jax import build, generate, samplers, sharding, train
+from score_jax import state as state_lib
+from test_edm_train import tiny_edm
+
+
+def test_guided_is_edm2s_formula():
+  main = lambda x, s: 2.0 * x + s
+  guide = lambda x, s: x - s
+  x, s = jnp.arange(6.0).reshape(3, 2), 0.5
+  for w in (0.0, 2.5, 4.0):
+    np.testing.assert_allclose(samplers.guided(main, guide, w)(x, s),
+                               guide(x, s) + w * (main(x, s) - guide(x, s)), rtol=1e-6)
+  assert samplers.guided(main, guide, 1.0) is main
+
+
+def test_classifier_free_guidance_is_one_call_of_the_two_outputs():
+  c = tiny_edm(**{"model.label_dim": 10, "model.label_dropout": 0.1, "sampling.guidance": 3.0})
+  built = build.build(c)
+  params = state_lib.fresh_state(built, sharding.data_mesh()).params
+  # EDM zero-initialises some layers (the label map among them): jitter every weight so
+  # that the label changes the output.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape)
+                                     for p, k in zip(leaves, keys)])
+  labels = jax.nn.one_hot(jnp.array([3, 7]), 10)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  den = generate.guided_denoiser(built.method, params, labels, 3.0)
+  cond = built.method.denoiser(params, labels).fn(x, 1.3)
+  uncond = built.method.denoiser(params, jnp.zeros_like(labels)).fn(x, 1.3)
+  np.testing.assert_allclose(den.fn(x, 1.3), uncond + 3.0 * (cond - uncond), rtol=1e-4,
+                             atol=1e-5)
+  assert not np.allclose(cond, uncond)  # the label matters to this network
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"model.label_dim": 10, "model.label_dropout": 0.0, "sampling.guidance": 2.0},
+     "trained without label dropout"),
+    ({"sampling.guidance": 2.0}, "needs a class-conditional network"),
+    ({"sampling.guidance": -1.0}, "guidance=-1.0 must be positive"),
+])
+def test_guidance_that_cannot_work_is_refused_at_build(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    build.build(tiny_edm(**overrides))
+
+
+def test_sample_mode_with_guidance_and_autoguidance(tmp_path):
+  """A conditional network sampled with classifier-free guidance, and guided by a smaller
+  network of the same data (autoguidance): both write samples that differ from unguided
+  ones."""
+  cond = tiny_edm(**{"model.label_dim": 10, "model.label_dropout": 0.1,
+                     "training.snapshot_sampling": False, "sampling.class_label": 4})
+  wd = str(tmp_path / "cond")
+  train.train_and_evaluate(build.build(cond), wd)
+  out = {}
+  for w in (1.0, 2.0):
+    with cond.unlocked():
+      cond.sampling.guidance = w
+    out[w] = generate.sample(build.build(cond, "sample"), wd)
+  assert out[2.0].shape == (8, 28, 28, 1) and np.all(np.isfinite(out[2.0]))
+  assert not np.allclose(out[1.0], out[2.0])
+
+  guide_wd = str(tmp_path / "guide")
+  train.train_and_evaluate(build.build(tiny_edm(**{
+      "model.model_channels": 4, "training.n_iters": 2, "training.snapshot_sampling": False})),
+      guide_wd)
+  main = tiny_edm(**{"training.snapshot_sampling": False})
+  main_wd = str(tmp_path / "main")
+  train.train_and_evaluate(build.build(main), main_wd)
+  plain = generate.sample(build.build(main, "sample"), main_wd)
+  with main.unlocked():
+    main.sampling.guidance, main.sampling.guide_workdir = 2.0, guide_wd
+  built = build.build(main, "sample")
+  assert built.guide.network.model.model_channels == 4  # rebuilt from the guide's signature
+  auto = generate.sample(built, main_wd)
+  assert auto.shape == plain.shape and np.all(np.isfinite(auto))
+  assert not np.allclose(auto, plain)
+  with main.unlocked():
+    main.sampling.guide_workdir = str(tmp_path / "nowhere")
+  with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+    build.build(main, "sample")
+  assert os.path.isdir(guide_wd)
