@@ -37,6 +37,8 @@ flags.DEFINE_string("nfe", "5,10,20,35", "Target network calls.")
 flags.DEFINE_integer("samples", 256, "Samples per point.")
 flags.DEFINE_string("plot", "docs/sampler_nfe.png", "Where the plot goes ('' for none).")
 flags.DEFINE_bool("ancestral", True, "Also DDPM's 1,000-step ancestral sampler.")
+flags.DEFINE_string("models", "ddpm,edm", "Which of the two models.")
+flags.DEFINE_string("samplers", "", "A comma list of the samplers below; '' for all.")
 FLAGS = flags.FLAGS
 
 # (sampler, options, calls per step): the last step into sigma = 0 takes one call.
@@ -108,14 +110,17 @@ def evaluate_model(label: str, built, workdir: str, targets, n: int, features, r
   fd = lambda x: metrics.frechet_distance(
       *metrics.feature_statistics(features(shards.to_inception_input(x))[0]), *ref)
   rows = []
+  chosen = [v for v in FLAGS.samplers.split(",") if v]
   for name, options, per in SAMPLERS:
+    if chosen and name not in chosen:
+      continue
     for nfe in targets:
       t0 = time.time()
       x, calls = run_one(built, params, name, options, steps_for(nfe, per), n, key)
       rows.append(dict(model=label, sampler=name, target_nfe=nfe, nfe=calls, fd=fd(x),
                        seconds=time.time() - t0))
       print(json.dumps(rows[-1]), flush=True)
-  for tol in ODE_TOLERANCES:
+  for tol in ODE_TOLERANCES if not chosen or "ode" in chosen else ():
     t0 = time.time()
     x, calls = run_one(built, params, "ode", dict(rtol=tol, atol=tol), 1, n, key)
     rows.append(dict(model=label, sampler="ode", target_nfe=None, nfe=calls, fd=fd(x),
@@ -161,6 +166,8 @@ def main(argv):
   rows = []
   for label, module, wd in (("ddpm", ddpm_mnist, FLAGS.ddpm_workdir),
                             ("edm", edm_mnist, FLAGS.edm_workdir)):
+    if label not in FLAGS.models.split(","):
+      continue
     wd = wd or os.path.join(FLAGS.workdir, label)
     built = trained(module, wd)
     rows += evaluate_model(label, built, wd, targets, FLAGS.samples, features, ref)

@@ -30,9 +30,11 @@ def _counting(monkeypatch, owner, name, counts, key):
 
 
 def test_a_train_run_with_its_closing_eval_builds_each_object_once(tmp_path, tiny, monkeypatch):
-  """main.run as `--mode=train` does it: network, method, learning-rate schedule and noise
-  levels are each made once, though the run trains, writes snapshot grids and evaluates."""
-  import main  # pylint: disable=g-import-not-at-top
+  """What main.run does for `--mode=train` (build, then the job; main itself is not imported
+  here: its absl flags would clash with the benchmark's in the same worker): network,
+  method, learning-rate schedule and noise levels are each made once, though the run
+  trains, writes snapshot grids and evaluates."""
+  from score_jax import train  # pylint: disable=g-import-not-at-top
   counts = {}
   _counting(monkeypatch, models.NETWORKS, "ncsnv2", counts, "network")
   _counting(monkeypatch, build.METHODS, "ncsnv2", counts, "method")
@@ -40,7 +42,7 @@ def test_a_train_run_with_its_closing_eval_builds_each_object_once(tmp_path, tin
   _counting(monkeypatch, noise, "geometric_sigmas", counts, "noise levels")
   c = tiny(**{"eval.after_training": True, "eval.num_samples": 12, "eval.is_splits": 1,
               "eval.kid_subset_size": 12})
-  main.run(c, "train", str(tmp_path / "wd"))
+  train.train_and_evaluate(build.build(c, "train"), str(tmp_path / "wd"))
   assert json.load(open(tmp_path / "wd" / "eval" / "4.json"))["num_samples"] == 12
   assert os.path.exists(tmp_path / "wd" / "samples" / "image_grid_4.png")
   assert counts == {"network": 1, "method": 1, "schedule": 1, "noise levels": 1}

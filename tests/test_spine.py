@@ -152,8 +152,8 @@ def test_every_sampler_runs_on_every_network(family):
 
 
 def test_sampler_setting_errors_are_clear():
-  c = tiny_ddpm(**{"sampling.method": "heun"})
-  with pytest.raises(ValueError, match="sampling.method='heun'"):
+  c = tiny_ddpm(**{"sampling.method": "heun3"})
+  with pytest.raises(ValueError, match="sampling.method='heun3'"):
     build.build(c)
   c = tiny_ddpm(**{"sampling.inpainting": True})
   with pytest.raises(ValueError, match="NCSN/NCSNv2"):
