@@ -7,13 +7,16 @@
       --config.convert.path=PATH/TO/google-ddpm-cifar10-32
   python main.py --config=configs/ddpm_cifar10.py --mode=summary
 
-Modes: train; sample (newest checkpoint, `--config.sampling.method` langevin | ancestral |
-edm); calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth,
-a diffusers DDPM folder or an EDM .pkl snapshot, `--config.convert.path`); summary (parameters and FLOPs per
-image, nothing written); data (the first batch as a grid, count, shape, images/s); eval
-(FID / IS / KID of the newest checkpoint's samples, resumable, `--config.eval.*`; with
-`--config.eval.metric=bpd` DDPM's bound in bits/dim on a dataset); eval_ref (reference
-statistics of the config's data).
+Modes (the keys of JOBS): train; sample (newest checkpoint, `--config.sampling.method`: the
+papers' langevin | ancestral | edm | ablation, or any of score_jax.samplers.SAMPLERS);
+calibrate (noise settings from data); convert (official weights: an NCSN/NCSNv2 .pth, a
+diffusers DDPM folder or an EDM .pkl snapshot, `--config.convert.path`); summary (parameters
+and FLOPs per image, nothing written); data (the first batch as a grid, count, shape,
+images/s); eval (FID / IS / KID of the newest checkpoint's samples, resumable,
+`--config.eval.*`; `--config.eval.metric=bpd` DDPM's bound, `bpd_ode` the PF-ODE likelihood);
+eval_ref (reference statistics of the config's data); posthoc_ema (EDM2's post-hoc EMA).
+Every mode first builds everything the config describes (score_jax.build): a bad value
+fails in one line before anything is written.
 
 Multi-host: every host runs the same command; on TPU pods pass --distributed, elsewhere
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
@@ -63,7 +66,8 @@ flags.mark_flags_as_required(["config"])
 
 # What a user can cause and fix: said in one line, without a traceback. Anything else is a
 # bug and keeps its traceback.
-_USER_ERRORS = (errors.CheckpointMismatchError, checkpoints.CorruptCheckpointError, checkpoints.NonFiniteError,
+_USER_ERRORS = (errors.CheckpointMismatchError, checkpoints.CorruptCheckpointError,
+                checkpoints.NonFiniteError,
                 torch_pickle.UnsafePickleError,
                 FileNotFoundError, FileExistsError, ValueError)
 

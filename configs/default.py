@@ -19,7 +19,7 @@ def get_default_config() -> ml_collections.ConfigDict:
   t.log_freq = 50             # steps between metrics.jsonl lines
   t.anneal_power = 2.0        # loss weight sigma^anneal_power (NCSNv2 Eq. 2: 2)
   t.loss = "dsm"              # NCSN / NCSNv2: 'dsm' (denoising) or 'ssm' (sliced score matching)
-  t.ssm_projection = "gaussian"  # ssm: projections, 'gaussian' (the official code's) or 'rademacher'
+  t.ssm_projection = "gaussian"  # ssm: 'gaussian' (the official code's) or 'rademacher'
   t.ssm_particles = 1         # ssm: projections per sample
   t.keep_checkpoints = 3
   t.batch_gpu = 0             # images per device per pass (EDM's --batch-gpu); 0 = all at once

@@ -72,7 +72,8 @@ def test_folder_source_lists_nested_images_in_order(tmp_path):
   (tmp_path / "notes.txt").write_text("not an image")
   src = sources.ImageFilesSource(str(tmp_path))
   assert src.names == names and src.labels is None and not src.preprocessed
-  batch = next(iter(data.make_train_dataset(build.build(files_config(tmp_path, size=8, batch=4)).data)))
+  spec = build.build(files_config(tmp_path, size=8, batch=4)).data
+  batch = next(iter(data.make_train_dataset(spec)))
   assert batch["image"].shape == (4, 8, 8, 3)
   assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
   np.testing.assert_array_equal(batch["label"], [-1] * 4)
@@ -83,7 +84,8 @@ def test_edm_zip_labels_and_order(tmp_path):
   src = sources.ImageFilesSource(str(tmp_path / "d.zip"))
   assert src.names == names and src.preprocessed
   np.testing.assert_array_equal(src.labels, np.arange(12) % 10)
-  first = data.load_images(build.build(files_config(tmp_path / "d.zip", size=16)).data, indices=[3])[0]
+  spec = build.build(files_config(tmp_path / "d.zip", size=16)).data
+  first = data.load_images(spec, indices=[3])[0]
   with zipfile.ZipFile(tmp_path / "d.zip") as z:
     want = np.asarray(Image.open(io.BytesIO(z.read(names[3])))) / 255.0
   np.testing.assert_allclose(first, want, atol=1e-7)

@@ -139,7 +139,9 @@ def _sampler_config(method):
 def edm_trained(shared):
   """A tiny EDM network trained 2 steps, made once per session (the samplers differ only in
   the sampling settings, which the checkpoint does not depend on)."""
-  return os.path.join(shared("edm_trained", lambda path: train.train_and_evaluate(build.build(_sampler_config("edm")), os.path.join(path, "wd"))), "wd")
+  make = lambda path: train.train_and_evaluate(build.build(_sampler_config("edm")),
+                                               os.path.join(path, "wd"))
+  return os.path.join(shared("edm_trained", make), "wd")
 
 
 @pytest.mark.parametrize("method", ["edm", "ablation", "ancestral", "langevin", "dpmpp_2m"])

@@ -112,7 +112,8 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny):
 
 def test_workdir_of_another_model_is_refused_and_left_intact(tmp_path, tiny):
   wd = str(tmp_path / "run")
-  train.train_and_evaluate(build.build(tiny(**{"training.n_iters": 2, "training.snapshot_sampling": False})),
+  train.train_and_evaluate(build.build(tiny(**{"training.n_iters": 2,
+                                               "training.snapshot_sampling": False})),
                            wd)
   before = snapshot(wd)
   with pytest.raises(checkpoints.CheckpointMismatchError, match="model.ngf: checkpoint 4"):
