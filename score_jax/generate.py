@@ -217,6 +217,22 @@ def guided_denoiser(method, params, labels, weight: float, guide_method=None,
   return den._replace(fn=samplers.guided_in_one_call(pair.fn, weight))
 
 
+def sampling_denoiser(method, sampler, params, labels=None, guide_method=None,
+                      guide_params=None):
+  """The denoiser every ON_DENOISER sampler runs on: `guided_denoiser` at
+  `sampling.guidance`, its output clipped to the data range [-1, 1] with
+  `sampling.clip_denoiser` (diffusers' clip_sample: a short-trained DDPM's epsilon error is
+  multiplied by sigma in D = x - sigma eps, up to 80 times at EDM's sigma_max, and a clip
+  keeps the ODE solvers on the data range; a DDPM network's own ancestral sampler clips
+  its x_0 by clip_denoised instead)."""
+  den = guided_denoiser(method, params, labels, sampler.options.guidance, guide_method,
+                        guide_params)
+  if not sampler.options.clip_denoiser:
+    return den
+  fn = den.fn
+  return den._replace(fn=lambda x, sigma: jnp.clip(fn(x, sigma), -1.0, 1.0))
+
+
 def _on_denoiser(method, sampler, progress, start, progressive, guide_method=None):
   """(params, key, ids) -> images in [0, 1] by the ON_DENOISER entry of `sampler.name`;
   with `guide_method`, params is (the network's, the guide's)."""
@@ -229,7 +245,7 @@ def _on_denoiser(method, sampler, progress, start, progressive, guide_method=Non
   def sample(params, key, ids):
     labels = class_labels(method.label_dim, s.class_label, key, ids)
     main, guide = params if guide_method is not None else (params, None)
-    den = guided_denoiser(method, main, labels, s.guidance, guide_method, guide)
+    den = sampling_denoiser(method, sampler, main, labels, guide_method, guide)
     out = run(method, sampler, den, key, ids, start, progress, main)
     return jax.tree.map(lambda x: (x + 1.0) / 2.0, out)
 

@@ -151,6 +151,21 @@ def test_every_sampler_runs_on_every_network(family):
   assert not np.allclose(outs["dpmpp_2m"], outs["edm"])
 
 
+def test_ddpm_configs_clip_the_denoiser_the_solvers_see():
+  """On a DDPM network D = x - sigma eps: an untrained eps at sigma = 80 puts D far outside
+  the data range. The DDPM configs clip it (sampling.clip_denoiser) for every solver; the
+  unclipped denoiser is still what guided_denoiser gives."""
+  built = build.build(tiny_ddpm())
+  assert built.sampler.options.clip_denoiser
+  params = state_lib.fresh_state(built, sharding.data_mesh()).params
+  x = 80.0 * jax.random.normal(jax.random.PRNGKey(0), (2, 28, 28, 1))
+  raw = generate.guided_denoiser(built.method, params, None, 1.0).fn(x, 80.0)
+  clipped = generate.sampling_denoiser(built.method, built.sampler, params).fn(x, 80.0)
+  assert float(jnp.max(jnp.abs(raw))) > 1.5
+  np.testing.assert_array_equal(clipped, jnp.clip(raw, -1.0, 1.0))
+  assert not build.build(tiny_config()).sampler.options.clip_denoiser
+
+
 def test_sampler_setting_errors_are_clear():
   c = tiny_ddpm(**{"sampling.method": "heun3"})
   with pytest.raises(ValueError, match="sampling.method='heun3'"):
