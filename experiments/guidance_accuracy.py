@@ -14,7 +14,6 @@ with one row per digit at the largest weight (`--grid`).
 import json
 import os
 import sys
-import time
 
 import jax
 import numpy as np
@@ -22,7 +21,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import edm_mnist_cond  # pylint: disable=g-import-not-at-top,wrong-import-position
-from score_jax import build, checkpoints, generate, images, sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import mnist_common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from score_jax import build, checkpoints, generate, images, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 from score_jax.eval import mnist_features, shards  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string("workdir", "/tmp/guidance_accuracy", "The conditional model's workdir.")
@@ -35,15 +35,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   c = edm_mnist_cond.get_config()
-  with c.unlocked():
-    c.eval.after_training = False
-    c.training.snapshot_sampling = False
-  built = build.build(c)
-  ckpt = checkpoints.Checkpointer(FLAGS.workdir, built.signature, create=False)
-  if ckpt.latest_step() != built.train.n_iters:
-    t0 = time.time()
-    train.train_and_evaluate(built, FLAGS.workdir)
-    print(f"trained in {time.time() - t0:.0f} s")
+  mnist_common.trained(c, FLAGS.workdir)
   classify = mnist_features.load_mnist_features()
   results, grid_rows = {}, []
   for w in [float(v) for v in FLAGS.weights.split(",")]:

@@ -27,8 +27,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import ddpm_mnist, edm_mnist  # pylint: disable=g-import-not-at-top,wrong-import-position
-from score_jax import build, checkpoints, data, generate, samplers, sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from score_jax.eval import metrics, mnist_features, shards  # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import mnist_common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from score_jax import build, checkpoints, generate, samplers, sharding  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 flags.DEFINE_string("workdir", "/tmp/sampler_nfe", "Where the two models are trained.")
 flags.DEFINE_string("ddpm_workdir", "", "A trained ddpm_mnist workdir to take instead.")
@@ -39,6 +39,7 @@ flags.DEFINE_string("plot", "docs/sampler_nfe.png", "Where the plot goes ('' for
 flags.DEFINE_bool("ancestral", True, "Also DDPM's 1,000-step ancestral sampler.")
 flags.DEFINE_string("models", "ddpm,edm", "Which of the two models.")
 flags.DEFINE_string("samplers", "", "A comma list of the samplers below; '' for all.")
+flags.DEFINE_string("replot", "", "Only draw --plot again from this sampler_nfe.json.")
 FLAGS = flags.FLAGS
 
 # (sampler, options, calls per step): the last step into sigma = 0 takes one call.
@@ -48,22 +49,7 @@ SAMPLERS = [
     ("dpmpp_3m", {}, 1), ("unipc", {"order": 3}, 1), ("euler_ancestral", {}, 1),
     ("dpmpp_2m_sde", {}, 1), ("dpmpp_sde", {}, 2), ("pc", {}, 2), ("edm", {}, 2),
 ]
-ODE_TOLERANCES = (1e-2, 1e-3, 1e-4)
-
-
-def trained(module, workdir: str):
-  """The Built of `module`'s config and its workdir, trained there first if needed."""
-  c = module.get_config()
-  with c.unlocked():
-    c.eval.after_training = False
-    c.training.snapshot_sampling = False
-  built = build.build(c)
-  ckpt = checkpoints.Checkpointer(workdir, built.signature, create=False)
-  if ckpt.latest_step() != built.train.n_iters:
-    t0 = time.time()
-    train.train_and_evaluate(built, workdir)
-    print(f"trained {module.__name__} in {time.time() - t0:.0f} s")
-  return built
+ODE_TOLERANCES = (1e-2, 1e-3)
 
 
 def steps_for(nfe: int, per_step: int) -> int:
@@ -72,7 +58,7 @@ def steps_for(nfe: int, per_step: int) -> int:
 
 def run_one(built, params, name: str, options: dict, steps: int, n: int, key):
   """(samples [n, 28, 28, 1] in [0, 1], network calls) of one sampler setting."""
-  den = built.method.denoiser(params)
+  den = generate.sampling_denoiser(built.method, built.sampler, params)
   lo, hi = max(0.002, den.sigma_min), min(80.0, den.sigma_max)
   sigmas = samplers.schedules.karras(steps, lo, hi)
   z = jax.random.normal(jax.random.PRNGKey(0), (n,) + built.image_shape)
@@ -103,12 +89,10 @@ def count_calls(name: str, options: dict, sigmas) -> int:
   return steps if per == 1 else 2 * steps - (1 if sigmas[-1] == 0 and name != "pc" else 0)
 
 
-def evaluate_model(label: str, built, workdir: str, targets, n: int, features, ref) -> list:
+def evaluate_model(label: str, built, workdir: str, targets, n: int, fd) -> list:
   ckpt, target = checkpoints.open_trained(workdir, built, sharding.data_mesh())
   params = ckpt.restore_latest(target).ema_params
   key = jax.random.PRNGKey(1)
-  fd = lambda x: metrics.frechet_distance(
-      *metrics.feature_statistics(features(shards.to_inception_input(x))[0]), *ref)
   rows = []
   chosen = [v for v in FLAGS.samplers.split(",") if v]
   for name, options, per in SAMPLERS:
@@ -135,22 +119,42 @@ def evaluate_model(label: str, built, workdir: str, targets, n: int, features, r
   return rows
 
 
+def _equal(a, b) -> bool:
+  """The same calls and FDs within 1e-3: one sampler computing another's steps (in float32,
+  by other formulas)."""
+  return ([n for n, _ in a] == [n for n, _ in b]
+          and all(abs(x - y) <= 1e-3 * abs(y) for (_, x), (_, y) in zip(a, b)))
+
+
 def plot(rows, path: str):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   models = sorted({r["model"] for r in rows})
-  fig = Figure(figsize=(6 * len(models), 4.5))
+  fig = Figure(figsize=(5.5 * len(models) + 2, 4.5))
+  names = list(dict.fromkeys(r["sampler"] for r in rows))
+  # 16 lines: ten colours alone would give two samplers one look.
+  looks = {n: (f"C{i % 10}", "os^vDP*Xh<>"[i % 11], "-" if i < 10 else "--")
+           for i, n in enumerate(names)}
   for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models):
     mine = [r for r in rows if r["model"] == model]
-    for name in dict.fromkeys(r["sampler"] for r in mine):
-      pts = sorted((r["nfe"], r["fd"]) for r in mine if r["sampler"] == name)
-      style = "*" if len(pts) == 1 else ".-"
-      ax.plot(*zip(*pts), style, label=name)
+    curves = {n: sorted((r["nfe"], r["fd"]) for r in mine if r["sampler"] == n)
+              for n in names if any(r["sampler"] == n for r in mine)}
+    for name, pts in curves.items():
+      # A sampler that is another one's equal on this model (dpm_solver order 2 is dpm_2 on
+      # the VE flow; edm without churn is heun) is named beside it, not drawn over it.
+      same = [m for m in curves if m != name and _equal(curves[m], pts)]
+      if same and names.index(same[0]) < names.index(name):
+        continue
+      colour, marker, line = looks[name]
+      ax.plot(*zip(*pts), color=colour, marker=marker, markersize=4,
+              linestyle="none" if len(pts) == 1 else line,
+              label=" = ".join([name] + same))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("network calls")
     ax.set_ylabel("MNIST Frechet distance")
     ax.set_title(f"{model}_mnist")
-    ax.legend(fontsize=7, ncol=2)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   fig.tight_layout()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=110)
@@ -158,19 +162,20 @@ def plot(rows, path: str):
 
 def main(argv):
   del argv
+  if FLAGS.replot:
+    with open(FLAGS.replot) as f:
+      plot(json.load(f)["rows"], FLAGS.plot)
+    return
   targets = [int(v) for v in FLAGS.nfe.split(",")]
-  features = mnist_features.load_mnist_features()
-  spec = build.build(ddpm_mnist.get_config()).data
-  real = data.load_images(spec, "train")
-  ref = metrics.feature_statistics(features(shards.to_inception_input(real))[0])
+  fd = mnist_common.mnist_frechet(build.build(ddpm_mnist.get_config()).data)
   rows = []
   for label, module, wd in (("ddpm", ddpm_mnist, FLAGS.ddpm_workdir),
                             ("edm", edm_mnist, FLAGS.edm_workdir)):
     if label not in FLAGS.models.split(","):
       continue
     wd = wd or os.path.join(FLAGS.workdir, label)
-    built = trained(module, wd)
-    rows += evaluate_model(label, built, wd, targets, FLAGS.samples, features, ref)
+    built = mnist_common.trained(module.get_config(), wd)
+    rows += evaluate_model(label, built, wd, targets, FLAGS.samples, fd)
     os.makedirs(FLAGS.workdir, exist_ok=True)
     with open(os.path.join(FLAGS.workdir, "sampler_nfe.json"), "w") as f:
       json.dump(dict(samples=FLAGS.samples, targets=targets, rows=rows), f, indent=1)
