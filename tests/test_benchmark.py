@@ -116,3 +116,30 @@ def test_side_by_side_runs_its_children_ours_only():
   assert train["ours_gflops"] == train["gflop_per_step"] * train["ours_steps_per_s"] > 0
   assert train["ours_conv_gflops"] > 0 and "gflop_per_step" not in sample
   assert sample["ours_compile_s_L2311"] > 0
+
+
+def test_the_accelerator_check_runs_reduced_on_cpu_and_writes_its_json(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "check.json"
+  # --reduced is left unset: on CPU devices the script must choose the reduced form itself.
+  run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "accelerator_check.py"),
+                        f"--json={out}", "--models=ddpm_cifar10"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["reduced"] is True and result["devices"]["platform"] == "cpu"
+  assert result["devices"]["device_count"] >= 1 and result["skipped"] == []
+  assert [(r["model"], r["dtype"]) for r in result["rows"]] == [
+      ("ddpm_cifar10", "float32"), ("ddpm_cifar10", "bfloat16")]
+  for row in result["rows"]:
+    assert "error" not in row, row.get("error")
+    for key in ("train steps/s", "sampler steps/s", "train compile (s)"):
+      assert math.isfinite(row[key]) and row[key] > 0, (row["dtype"], key)
+    assert row["peak_device_mb"] is None  # XLA:CPU keeps no allocator statistics
+  job = result["main_job"]
+  assert job["steps"] == 10 and math.isfinite(job["first_loss"]) and math.isfinite(job["last_loss"])
+  assert 0 < result["seconds"] < 600
