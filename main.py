@@ -109,16 +109,6 @@ def run(config, mode: str, workdir):
   JOBS[mode](built, workdir)
 
 
-def use_compilation_cache(path: str) -> None:
-  """Point JAX's persistent compilation cache at `path` ('' = off), unless the user set
-  JAX_COMPILATION_CACHE_DIR. Programs that compile in under a second are not stored."""
-  if not path or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    return
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
 def _one_line(e: BaseException) -> str:
   # ml_collections wraps a KeyError in an AttributeError: the innermost message is the text.
   while isinstance(e, BaseException) and len(e.args) == 1:
@@ -152,7 +142,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     # orbax logs every save step at INFO; progress bars and errors are what a user reads.
     logging.set_verbosity(logging.WARNING)
-  use_compilation_cache(FLAGS.compilation_cache)
+  host.use_compilation_cache(FLAGS.compilation_cache)
   if FLAGS.coordinator_address:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                FLAGS.process_id)

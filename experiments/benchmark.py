@@ -82,13 +82,18 @@ config_flags.DEFINE_config_file("config", None, "Config file (the single-config 
 flags.DEFINE_string("official", None, "A checkout of ermongroup/ncsnv2: measure it side by "
                     "side with ours on --shapes.")
 flags.DEFINE_string("json", None, "Also write the side-by-side records to this JSON file.")
+flags.DEFINE_string("official-edm", None, "A checkout of NVlabs/edm: measure its networks, "
+                    "loss and sampler side by side with ours on the edm_ --shapes.")
 flags.DEFINE_list("shapes", ["ncsnv2_cifar10_ngf32_b16", "ncsnv2_cifar10_ngf128_b8",
-                            "ddpm_cifar10_b8"],
+                            "ddpm_cifar10_b8", "ddpm_cifar10_dpmpp_b8", "edm_cifar10_ddpmpp_b8",
+                            "edm_cifar10_adm_mc64_b4"],
                   "Side-by-side shapes: ncsnv2_cifar10_ngf<N>_b<B> (against --official) or "
                   "ddpm_cifar10_b<B> (against diffusers' UNet2DModel, when installed).")
 flags.DEFINE_integer("rounds", 3, "Side by side: alternating rounds; the best of each kept.")
 flags.DEFINE_integer("threads", 0, "Side by side: torch's threads (0: every core, as XLA:CPU "
                      "uses).")
+flags.DEFINE_bool("warm_start", True, "Side by side: also compile our programs with an empty "
+                  "and then a filled persistent compilation cache (compile_cold_s / _warm_s).")
 flags.DEFINE_string("child", None, "Internal: one side-by-side measurement (JSON spec).")
 flags.DEFINE_integer("train_steps", 10, "Timed train steps (after one compile step).")
 flags.DEFINE_integer("sample_levels", 4, "Noise levels the timed Langevin sampler runs (of L); "
@@ -319,7 +324,8 @@ def format_table(results: dict) -> str:
 
 # ---- side by side with the official NCSNv2 code -----------------------------------------
 
-SHAPE_FORMS = "ncsnv2_cifar10_ngf<N>_b<B> or ddpm_cifar10_b<B>"
+SHAPE_FORMS = ("ncsnv2_cifar10_ngf<N>_b<B>, ddpm_cifar10_b<B>, ddpm_cifar10_dpmpp_b<B>, "
+               "edm_cifar10_ddpmpp_b<B> or edm_cifar10_adm_mc<C>_b<B>")
 
 
 def parse_shape(name: str) -> dict:
@@ -331,12 +337,35 @@ def parse_shape(name: str) -> dict:
   m = re.fullmatch(r"ddpm_cifar10_b(\d+)", name)
   if m:
     return {"model": "ddpm", "batch": int(m[1])}
+  m = re.fullmatch(r"ddpm_cifar10_dpmpp_b(\d+)", name)
+  if m:  # sampling only: the whole DPM-Solver++ 2M run of `steps` steps
+    return {"model": "ddpm", "sampler": "dpmpp_2m", "batch": int(m[1])}
+  m = re.fullmatch(r"edm_cifar10_ddpmpp_b(\d+)", name)
+  if m:
+    return {"model": "edm", "arch": "ddpmpp", "batch": int(m[1])}
+  m = re.fullmatch(r"edm_cifar10_adm_mc(\d+)_b(\d+)", name)
+  if m:
+    return {"model": "edm", "arch": "adm", "model_channels": int(m[1]), "batch": int(m[2])}
   raise ValueError(f"--shapes entry {name!r}; expected {SHAPE_FORMS}, e.g. "
                    "ncsnv2_cifar10_ngf32_b16.")
 
 
 def shape_config(shape: dict):
-  from configs import ddpm_cifar10, ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
+  from configs import ddpm_cifar10, default, ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
+  if shape["model"] == "edm":
+    # EDM's CIFAR-10 settings (config F for DDPM++; ADM as on ImageNet, at 32 px and
+    # unconditional). No augmentation on either side: the official pipe is its training
+    # loop's, not the network's, and augment_p 0 leaves the 9 augment labels out of both.
+    if shape["arch"] == "ddpmpp":
+      c = default.get_edm_config("CIFAR10", 32, "ddpmpp", batch_size=512, duration_mimg=200,
+                                 lr=1e-3, ema_mimg=0.5, dropout=0.13, augment_p=0.0)
+    else:
+      c = default.get_edm_config("CIFAR10", 32, "adm", batch_size=4096, duration_mimg=2500,
+                                 lr=1e-4, ema_mimg=50, dropout=0.10, augment_p=0.0)
+      c.model.model_channels = shape["model_channels"]
+    c.sampling.S_churn = 0.0  # EDM's deterministic CIFAR-10 sampler
+    c.training.batch_size = c.sampling.batch_size = shape["batch"]
+    return c
   c = (ddpm_cifar10 if shape["model"] == "ddpm" else ncsnv2_cifar10).get_config()
   if shape["model"] == "ncsnv2":
     c.model.ngf = shape["ngf"]
@@ -344,8 +373,9 @@ def shape_config(shape: dict):
   return c
 
 
-def measure_ours(shape: dict, job: str, steps: int) -> dict:
-  """Our train step (loss, Adam, EMA) or annealed-Langevin step, on this process's devices."""
+def _our_program(shape: dict, job: str, steps: int):
+  """(config, mesh, state, jitted fn, its arguments, steps it makes) of our train step or
+  sampler chain of about `steps` steps."""
   config = shape_config(shape)
   mesh = sharding.data_mesh()
   built = build.build(config)
@@ -356,18 +386,22 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
   if job == "train":
     batch = jax.device_put(np.random.default_rng(0).random((b, size, size, 3), np.float32), data)
     fn = train.jit_train_step(train.train_step_of(built), mesh)
-    t0 = time.perf_counter()
-    compiled = fn.lower(state, batch, key).compile()
-    compile_s = time.perf_counter() - t0
-    state, m = compiled(state, batch, key)
-    jax.block_until_ready(m)
-    start = _start()
-    for _ in range(steps):
-      state, m = compiled(state, batch, key)
-    jax.block_until_ready(m)
-    return {**_rates(steps, start), "compile_s": compile_s,
-            "gflop_per_step": program_gflop(compiled)}
-  if shape["model"] == "ddpm":
+    return config, mesh, state, fn, (state, batch, key), steps
+  if shape["model"] == "edm":
+    # `steps` steps of EDM's Heun sampler: 2 steps - 1 network calls, as the official one.
+    with config.unlocked():
+      config.sampling.num_steps = steps
+    fn = generate.jit_sample_fn(
+        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
+  elif shape.get("sampler") == "dpmpp_2m":
+    # DPM-Solver++ 2M over `steps` of the network's own timesteps with the spacing and the
+    # lower-order final step of diffusers' DPMSolverMultistepScheduler defaults.
+    with config.unlocked():
+      config.sampling.method, config.sampling.num_steps = "dpmpp_2m", steps
+      config.sampling.schedule, config.sampling.lower_order_final = "linspace", True
+    fn = generate.jit_sample_fn(
+        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
+  elif shape["model"] == "ddpm":
     # `steps` ancestral steps: the same network on a schedule of that length.
     with config.unlocked():
       config.diffusion.num_timesteps, config.sampling.progressive_ts = steps, ()
@@ -381,8 +415,37 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
       config.sampling.denoise = False
     fn = generate.jit_sample_fn(generate.sample_fn_of(
         build.build(config, "sample"), batch_sharding=data, num_levels=levels), mesh)
+  return config, mesh, state, fn, (state.params, key, 0), steps
+
+
+def measure_compile(shape: dict, job: str, steps: int) -> dict:
+  """Seconds to compile (or, with a warm persistent cache, to load) our train step or
+  sampler program: the `compile_s` of the same program `measure_ours` times."""
+  *_, fn, args, _ = _our_program(shape, job, steps)
   t0 = time.perf_counter()
-  compiled = fn.lower(state.params, key, 0).compile()
+  fn.lower(*args).compile()
+  return {"compile_s": time.perf_counter() - t0}
+
+
+def measure_ours(shape: dict, job: str, steps: int) -> dict:
+  """Our train step (loss, Adam, EMA) or annealed-Langevin step, on this process's devices."""
+  config, mesh, state, fn, args, steps = _our_program(shape, job, steps)
+  key = args[-1] if job == "train" else args[1]
+  if job == "train":
+    t0 = time.perf_counter()
+    compiled = fn.lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    _, batch, key = args
+    state, m = compiled(state, batch, key)
+    jax.block_until_ready(m)
+    start = _start()
+    for _ in range(steps):
+      state, m = compiled(state, batch, key)
+    jax.block_until_ready(m)
+    return {**_rates(steps, start), "compile_s": compile_s,
+            "gflop_per_step": program_gflop(compiled)}
+  t0 = time.perf_counter()
+  compiled = fn.lower(*args).compile()
   compile_s = time.perf_counter() - t0
   jax.block_until_ready(compiled(state.params, key, 0))
   start = _start()
@@ -510,6 +573,58 @@ def measure_official(path: str, shape: dict, job: str, steps: int) -> dict:
   return _rates(levels * ours.sampling.n_steps_each, start)
 
 
+def measure_official_edm(path: str, shape: dict, job: str, steps: int) -> dict:
+  """NVlabs/edm as a library: training/networks.py's EDMPrecond around its SongUNet (DDPM++
+  preset of its train.py) or DhariwalUNet, training/loss.py's EDMLoss, Adam and the EMA
+  update of its training loop for a train step; generate.py's edm_sampler (S_churn 0) for
+  sampling. float32 on the CPU, the same sizes and dropout as ours."""
+  import copy as copy_lib  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, os.path.abspath(path))
+  from training import networks  # pylint: disable=g-import-not-at-top
+  from training.loss import EDMLoss  # pylint: disable=g-import-not-at-top
+  ours = shape_config(shape)
+  m = ours.model
+  kwargs = dict(model_type=m.arch, model_channels=m.model_channels,
+                channel_mult=list(m.channel_mult), num_blocks=m.num_blocks,
+                attn_resolutions=list(m.attn_resolutions), dropout=m.dropout)
+  if m.arch == "SongUNet":
+    kwargs.update(embedding_type=m.embedding_type, encoder_type=m.encoder_type,
+                  decoder_type=m.decoder_type, channel_mult_noise=m.channel_mult_noise,
+                  resample_filter=list(m.resample_filter))
+  torch.manual_seed(0)
+  net = networks.EDMPrecond(img_resolution=32, img_channels=3, label_dim=0,
+                            sigma_data=m.sigma_data, **kwargs)
+  b = shape["batch"]
+  x = torch.rand(b, 3, 32, 32) * 2 - 1
+  if job == "train":
+    net.train()
+    ema = copy_lib.deepcopy(net).eval().requires_grad_(False)
+    optimizer = torch.optim.Adam(net.parameters(), lr=ours.optim.lr, betas=(0.9, 0.999),
+                                 eps=1e-8)
+    loss_fn = EDMLoss(P_mean=m.P_mean, P_std=m.P_std, sigma_data=m.sigma_data)
+
+    def step():
+      optimizer.zero_grad(set_to_none=True)
+      loss_fn(net=net, images=x).sum().mul(1.0 / b).backward()
+      optimizer.step()
+      with torch.no_grad():
+        for p_ema, p_net in zip(ema.parameters(), net.parameters()):
+          p_ema.copy_(p_net.detach().lerp(p_ema, 0.999))
+  else:
+    from generate import edm_sampler  # pylint: disable=g-import-not-at-top
+    net.eval()
+
+    @torch.no_grad()
+    def step():
+      edm_sampler(net, torch.randn_like(x), num_steps=steps, S_churn=0)
+  step()
+  start = _start()
+  for _ in range(steps if job == "train" else 1):
+    step()
+  return _rates(steps, start)
+
+
 def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
   """diffusers' UNet2DModel of DDPM's CIFAR-10 size (google/ddpm-cifar10-32's config, one
   attention head as the original and our config) as its train_unconditional.py example
@@ -547,6 +662,19 @@ def measure_diffusers(shape: dict, job: str, steps: int) -> dict:
       torch.nn.utils.clip_grad_norm_(unet.parameters(), ours.optim.grad_clip)
       optimizer.step()
       ema.step(unet.parameters())
+  elif shape.get("sampler") == "dpmpp_2m":
+    from diffusers import DPMSolverMultistepScheduler  # pylint: disable=g-import-not-at-top
+    unet.eval()
+    solver = DPMSolverMultistepScheduler(num_train_timesteps=ours.diffusion.num_timesteps,
+                                         beta_schedule="linear", solver_order=2,
+                                         algorithm_type="dpmsolver++")
+
+    @torch.no_grad()
+    def step():
+      solver.set_timesteps(steps)
+      y = torch.randn_like(x)
+      for t in solver.timesteps:
+        y = solver.step(unet(y, t).sample, t, y).prev_sample
   else:
     unet.eval()
     scheduler.set_timesteps(scheduler.config.num_train_timesteps)
@@ -583,13 +711,21 @@ def child_main(spec: dict) -> None:
   if spec["impl"] != "ours":
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(spec["threads"] or os.cpu_count())
+  if spec.get("cache"):
+    # Its own cache, whatever the environment says (the test suite sets one): the first
+    # child to use it compiles cold, the next loads what that one stored.
+    host.use_compilation_cache(spec["cache"], min_compile_secs=0.0, over_environment=True)
   if spec["job"] == "conv":
     r = {"conv_gflops": conv_gflops(spec["impl"])}
+  elif spec.get("compile_only"):
+    r = measure_compile(parse_shape(spec["shape"]), spec["job"], spec["steps"])
   elif spec["impl"] == "ours":
     r = measure_ours(parse_shape(spec["shape"]), spec["job"], spec["steps"])
   else:
     shape = parse_shape(spec["shape"])
-    if shape["model"] == "ddpm":
+    if shape["model"] == "edm":
+      r = measure_official_edm(spec["official_edm"], shape, spec["job"], spec["steps"])
+    elif shape["model"] == "ddpm":
       r = measure_diffusers(shape, spec["job"], spec["steps"])
     else:
       r = measure_official(spec["official"], shape, spec["job"], spec["steps"])
@@ -597,37 +733,69 @@ def child_main(spec: dict) -> None:
   print(json.dumps(r))
 
 
-def official_of(name: str, official: str | None) -> str | None:
-  """What a shape is measured against: the NCSNv2 checkout `official` (when given), or
-  diffusers (when installed); None: ours only."""
+def official_of(name: str, official: str | None, official_edm: str | None = None
+                ) -> str | None:
+  """What a shape is measured against: the NCSNv2 checkout `official` (when given), the
+  NVlabs/edm checkout `official_edm` (when given), or diffusers (when installed); None:
+  ours only."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  if parse_shape(name)["model"] == "ddpm":
+  model = parse_shape(name)["model"]
+  if model == "edm":
+    return "NVlabs/edm" if official_edm else None
+  if model == "ddpm":
     return "diffusers" if importlib.util.find_spec("diffusers") is not None else None
   return "ermongroup/ncsnv2" if official else None
 
 
+# The few-step comparison: DPM-Solver++ 2M in 20 steps (one network call each).
+FEW_STEP_SAMPLER_STEPS = 20
+
+
+def warm_start(name: str, job: str, steps: int, threads: int) -> dict:
+  """{compile_cold_s, compile_warm_s}: our program compiled by a process with an empty
+  persistent compilation cache, then by a second process on the cache the first one left
+  (what a second `main.py --mode=sample` of the same workdir pays)."""
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as cache:
+    spec = {"impl": "ours", "shape": name, "job": job, "steps": steps, "threads": threads,
+            "cache": cache, "compile_only": True}
+    cold = run_child(spec)["compile_s"]
+    warm = run_child(spec)["compile_s"]
+  return {"compile_cold_s": cold, "compile_warm_s": warm}
+
+
 def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
-                 sample_steps: int) -> list:
+                 sample_steps: int, warm: bool = True, official_edm: str | None = None
+                 ) -> list:
   """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, official, ours_compile_s,
   ours_peak_rss_mb, official_peak_rss_mb, ours/official_faults_per_step (minor page faults),
-  ours/official_kernel_s_per_step} (NCSNv2 sampling also ours_compile_s_L10 and _L2311;
+  ours/official_kernel_s_per_step, and with `warm` compile_cold_s and compile_warm_s, ours
+  compiled with an empty and then a filled persistent cache) (NCSNv2 sampling also
+  ours_compile_s_L10 and _L2311;
   training also gflop_per_step, ours/official_gflops, the rate that makes, and
   ours/official_conv_gflops, the rate of one PROBE_CONV forward in XLA and in torch,
   measured once): ours and theirs alternate, best of `rounds` (by steps/s)."""
   for name in shapes:
     parse_shape(name)
-  against_any = any(official_of(name, official) for name in shapes)
+  against_any = any(official_of(name, official, official_edm) for name in shapes)
   probe = {impl: run_child({"impl": impl, "job": "conv", "threads": threads})["conv_gflops"]
            for impl in (("ours", "official") if against_any else ("ours",))}
   records = []
   for name in shapes:
-    against = official_of(name, official)
-    for job, steps in (("train", train_steps), ("sample", sample_steps)):
+    against = official_of(name, official, official_edm)
+    shape = parse_shape(name)
+    jobs = [("train", train_steps), ("sample", sample_steps)]
+    if shape.get("sampler"):  # a few-step sampler's whole run; its training is the plain row's
+      jobs = [("sample", FEW_STEP_SAMPLER_STEPS)]
+    elif shape["model"] == "edm":  # Heun steps: 2 network calls each
+      jobs = [("train", train_steps), ("sample", max(2, sample_steps // 4))]
+    for job, steps in jobs:
       best = {"ours": None, "official": None}
       for _ in range(rounds):
         for impl in (("ours", "official") if against else ("ours",)):
           r = run_child({"impl": impl, "shape": name, "job": job, "steps": steps,
-                         "threads": threads, "official": official})
+                         "threads": threads, "official": official,
+                         "official_edm": official_edm})
           if best[impl] is None or r["steps_per_s"] > best[impl]["steps_per_s"]:
             best[impl] = r
       o, t = best["ours"], best["official"]
@@ -645,7 +813,12 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
           "ours_kernel_s_per_step": o["kernel_s_per_step"],
           "official_kernel_s_per_step": t["kernel_s_per_step"] if t else None,
           **{f"ours_{k}": v for k, v in o.items() if k.startswith("compile_s_L")},
+          **(warm_start(name, job, steps, threads) if warm else {}),
       })
+      if shape.get("sampler"):  # one step-loop per image batch: whole-run images/s
+        per_run = shape["batch"] / steps
+        records[-1].update(ours_images_per_s=o["steps_per_s"] * per_run,
+                           official_images_per_s=t["steps_per_s"] * per_run if t else None)
       if job == "train":
         # The same network and loss on both sides, so XLA's count of ours is theirs too.
         gflop = o["gflop_per_step"]
@@ -688,6 +861,11 @@ def format_records(records: list) -> str:
     if levels:
       rows.append(f"{r['name']}: whole Langevin sampler compile, " + ", ".join(
           f"L = {k[len('ours_compile_s_L'):]}: {r[k]:.1f} s" for k in levels))
+  for r in records:
+    if r.get("compile_cold_s") is not None:
+      rows.append(f"{r['name']} {r['job']}: compile with an empty persistent cache "
+                  f"{r['compile_cold_s']:.1f} s, with the cache it left "
+                  f"{r['compile_warm_s']:.1f} s ({r['compile_warm_s'] / r['compile_cold_s']:.2f})")
   return "\n".join(rows)
 
 
@@ -697,13 +875,21 @@ def main(argv):
   if FLAGS.child:
     child_main(json.loads(FLAGS.child))
     return
-  if FLAGS.official or FLAGS.json:
+  official_edm = FLAGS["official-edm"].value
+  if FLAGS.official or official_edm or FLAGS.json:
     if FLAGS.official and not os.path.isfile(os.path.join(FLAGS.official, "models",
                                                           "ncsnv2.py")):
       raise app.UsageError(f"--official={FLAGS.official}: no models/ncsnv2.py there; expected "
                            "a checkout of github.com/ermongroup/ncsnv2.")
+    if official_edm and not all(os.path.isfile(os.path.join(official_edm, *f)) for f in
+                                (("training", "networks.py"), ("generate.py",))):
+      raise app.UsageError(f"--official-edm={official_edm}: no training/networks.py and "
+                           "generate.py there; expected a checkout of github.com/NVlabs/edm.")
+    for name in FLAGS.shapes:
+      parse_shape(name)  # a bad name fails before the first hour of measuring
     records = side_by_side(FLAGS.shapes, FLAGS.official, FLAGS.rounds, FLAGS.threads,
-                           FLAGS.train_steps, FLAGS.sample_levels * 5)
+                           FLAGS.train_steps, FLAGS.sample_levels * 5, FLAGS.warm_start,
+                           official_edm)
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores")
     print(format_records(records))
     if FLAGS.json:
