@@ -55,6 +55,7 @@ def _define_flags():
   flags.DEFINE_integer("main_steps", 200, "Steps of the MNIST main job.")
   flags.DEFINE_float("budget_s", 240.0, "No row starts after this many seconds.")
   flags.DEFINE_list("models", [m for m, _ in ROWS[:3]], "Which of the 32 px networks.")
+  flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Which compute dtypes.")
 
 
 def device_facts() -> dict:
@@ -130,7 +131,7 @@ def main(argv):
   result = {"devices": device_facts(), "reduced": reduced, "rows": [], "skipped": []}
   batch = 2 if reduced else FLAGS.batch
   for model, dtype in ROWS:
-    if model not in FLAGS.models:
+    if model not in FLAGS.models or dtype not in FLAGS.dtypes:
       continue
     if time.perf_counter() - t0 > FLAGS.budget_s:
       result["skipped"].append(f"{model} {dtype}")
