@@ -13,6 +13,17 @@ and, for DDPM's CIFAR-10 U-Net, diffusers' UNet2DModel of the same size (when di
 installed):
 
   python experiments/benchmark.py --official=PATH/TO/ncsnv2 --json=speed.json
+  python experiments/benchmark.py --official=PATH/TO/ncsnv2 --official-edm=PATH/TO/edm \
+      --json=speed.json
+
+`--official-edm` (a checkout of NVlabs/edm, used as a library: its EDMPrecond, SongUNet /
+DhariwalUNet, EDMLoss and generate.py's edm_sampler) is compared on EDM's CIFAR-10 DDPM++
+at batch 8 (edm_cifar10_ddpmpp_b8; a sampler step is one Heun step, 2 network calls) and a
+reduced ADM (edm_cifar10_adm_mc64_b4). ddpm_cifar10_dpmpp_b8 times the whole DPM-Solver++
+2M run of 20 steps, ours against diffusers' DPMSolverMultistepScheduler on the same-size
+UNet2DModel (images/s in the record). Every record of ours also carries compile_cold_s and
+compile_warm_s: the program compiled by a fresh process with an empty persistent
+compilation cache, then by another on what the first stored (`--nowarm_start` skips it).
 
 runs both on the CIFAR-10 model at ngf 32 / batch 16 and ngf 128 / batch 8 and on the DDPM
 U-Net at batch 8 (`--shapes`), train step and sampler step, each measurement in its own
@@ -765,8 +776,8 @@ def warm_start(name: str, job: str, steps: int, threads: int) -> dict:
 
 
 def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
-                 sample_steps: int, warm: bool = True, official_edm: str | None = None
-                 ) -> list:
+                 sample_steps: int, warm: bool = True, official_edm: str | None = None,
+                 on_record=lambda records: None) -> list:
   """Records {name, job, ours_steps_per_s, official_steps_per_s, ratio, official, ours_compile_s,
   ours_peak_rss_mb, official_peak_rss_mb, ours/official_faults_per_step (minor page faults),
   ours/official_kernel_s_per_step, and with `warm` compile_cold_s and compile_warm_s, ours
@@ -828,6 +839,7 @@ def side_by_side(shapes, official, rounds: int, threads: int, train_steps: int,
             "official_gflops": gflop * t["steps_per_s"] if t else None,
             "ours_conv_gflops": probe["ours"],
             "official_conv_gflops": probe.get("official") if t else None})
+      on_record(records)
   return records
 
 
@@ -887,9 +899,16 @@ def main(argv):
                            "generate.py there; expected a checkout of github.com/NVlabs/edm.")
     for name in FLAGS.shapes:
       parse_shape(name)  # a bad name fails before the first hour of measuring
+    def keep(records):
+      # Rewritten after every record: a later measurement that fails (a missing package on
+      # the official side) loses none of the hour of records before it.
+      if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
+          json.dump(records, f, indent=1)
+
     records = side_by_side(FLAGS.shapes, FLAGS.official, FLAGS.rounds, FLAGS.threads,
                            FLAGS.train_steps, FLAGS.sample_levels * 5, FLAGS.warm_start,
-                           official_edm)
+                           official_edm, keep)
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, {os.cpu_count()} cores")
     print(format_records(records))
     if FLAGS.json:
