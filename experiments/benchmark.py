@@ -362,14 +362,14 @@ def parse_shape(name: str) -> dict:
 
 
 def shape_config(shape: dict):
-  from configs import ddpm_cifar10, default, ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
+  from configs import ddpm_cifar10, default, edm_cifar10_ddpmpp, ncsnv2_cifar10  # pylint: disable=g-import-not-at-top
   if shape["model"] == "edm":
     # EDM's CIFAR-10 settings (config F for DDPM++; ADM as on ImageNet, at 32 px and
     # unconditional). No augmentation on either side: the official pipe is its training
     # loop's, not the network's, and augment_p 0 leaves the 9 augment labels out of both.
     if shape["arch"] == "ddpmpp":
-      c = default.get_edm_config("CIFAR10", 32, "ddpmpp", batch_size=512, duration_mimg=200,
-                                 lr=1e-3, ema_mimg=0.5, dropout=0.13, augment_p=0.0)
+      c = edm_cifar10_ddpmpp.get_config().unlock()
+      c.model.augment_p = 0.0
     else:
       c = default.get_edm_config("CIFAR10", 32, "adm", batch_size=4096, duration_mimg=2500,
                                  lr=1e-4, ema_mimg=50, dropout=0.10, augment_p=0.0)
