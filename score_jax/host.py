@@ -63,3 +63,27 @@ def use_compilation_cache(path: str, min_compile_secs: float = 1.0,
   os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+
+
+def release_freed_memory() -> None:
+  """Hand the heap memory malloc holds but no longer uses back to the kernel (glibc's
+  malloc_trim); does nothing on other C libraries, whose allocators return memory on free.
+
+  XLA's compiler frees what it used (about 300 MiB for the NCSNv2 train step at ngf 32 on a
+  2-core CPU, and as much again for `init`) in small pieces scattered over malloc's per-thread
+  arenas. glibc keeps them: they cannot serve the one large block the compiled step asks
+  for at every execution, so without this call that block comes on top of them and the
+  process's peak RSS is the compiler's plus the step's. Call it after compiling, before the
+  first execution.
+  """
+  if _glibc():
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL(None).malloc_trim(0)
+
+
+def compile_then_release(jitted, *args):
+  """`jitted` (a jax.jit function) compiled for `args`, with the compiler's freed heap
+  released (`release_freed_memory`) before the program first runs."""
+  compiled = jitted.lower(*args).compile()
+  release_freed_memory()
+  return compiled

@@ -14,7 +14,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from score_jax import checkpoints, data, generate, images, metrics, optim, sharding
+from score_jax import checkpoints, data, generate, host, images, metrics, optim, sharding
 from score_jax.state import TrainState, abstract_state, fresh_state
 
 
@@ -204,6 +204,8 @@ def train_and_evaluate(built, workdir: str, features_fn=None) -> TrainState:
       for step in range(start, t.n_iters):
         batch = _labelled_batch(next(batches), batch_sharding, t.batch_size,
                                 built.method.label_dim)
+        if step == start:  # compiled ahead, so the compiler's heap is freed before it runs
+          train_step = host.compile_then_release(train_step, state, batch, train_key)
         state, step_metrics = train_step(state, batch, train_key)
         done = step + 1
         # Checking the step before keeps one step in flight: the host prepares the next
