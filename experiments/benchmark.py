@@ -385,48 +385,41 @@ def shape_config(shape: dict):
 
 
 def _our_program(shape: dict, job: str, steps: int):
-  """(config, mesh, state, jitted fn, its arguments, steps it makes) of our train step or
-  sampler chain of about `steps` steps."""
+  """(config, mesh, jitted fn, its arguments, steps it makes) of our train step (arguments:
+  a fresh TrainState, a batch, a key) or sampler chain of about `steps` steps (arguments:
+  the network's parameters alone, as a sampling run restores them, a key, 0)."""
   config = shape_config(shape)
   mesh = sharding.data_mesh()
-  built = build.build(config)
-  state = state_lib.fresh_state(built, mesh)
   key = jax.random.PRNGKey(0)
   data = NamedSharding(mesh, P(sharding.DATA_AXIS))
-  b, size = shape["batch"], config.data.image_size
   if job == "train":
+    built = build.build(config)
+    b, size = shape["batch"], config.data.image_size
     batch = jax.device_put(np.random.default_rng(0).random((b, size, size, 3), np.float32), data)
     fn = train.jit_train_step(train.train_step_of(built), mesh)
-    return config, mesh, state, fn, (state, batch, key), steps
-  if shape["model"] == "edm":
-    # `steps` steps of EDM's Heun sampler: 2 steps - 1 network calls, as the official one.
-    with config.unlocked():
+    return config, mesh, fn, (state_lib.fresh_state(built, mesh), batch, key), steps
+  num_levels = None
+  with config.unlocked():
+    if shape["model"] == "edm":
+      # `steps` steps of EDM's Heun sampler: 2 steps - 1 network calls, as the official one.
       config.sampling.num_steps = steps
-    fn = generate.jit_sample_fn(
-        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
-  elif shape.get("sampler") == "dpmpp_2m":
-    # DPM-Solver++ 2M over `steps` of the network's own timesteps with the spacing and the
-    # lower-order final step of diffusers' DPMSolverMultistepScheduler defaults.
-    with config.unlocked():
+    elif shape.get("sampler") == "dpmpp_2m":
+      # DPM-Solver++ 2M over `steps` of the network's own timesteps with the spacing and the
+      # lower-order final step of diffusers' DPMSolverMultistepScheduler defaults.
       config.sampling.method, config.sampling.num_steps = "dpmpp_2m", steps
       config.sampling.schedule, config.sampling.lower_order_final = "linspace", True
-    fn = generate.jit_sample_fn(
-        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
-  elif shape["model"] == "ddpm":
-    # `steps` ancestral steps: the same network on a schedule of that length.
-    with config.unlocked():
+    elif shape["model"] == "ddpm":
+      # `steps` ancestral steps: the same network on a schedule of that length.
       config.diffusion.num_timesteps, config.sampling.progressive_ts = steps, ()
-    fn = generate.jit_sample_fn(
-        generate.sample_fn_of(build.build(config, "sample"), batch_sharding=data), mesh)
-  else:
-    # `steps` Langevin steps as whole levels of n_steps_each.
-    levels = max(1, steps // config.sampling.n_steps_each)
-    steps = levels * config.sampling.n_steps_each
-    with config.unlocked():
+    else:
+      # `steps` Langevin steps as whole levels of n_steps_each.
+      num_levels = max(1, steps // config.sampling.n_steps_each)
+      steps = num_levels * config.sampling.n_steps_each
       config.sampling.denoise = False
-    fn = generate.jit_sample_fn(generate.sample_fn_of(
-        build.build(config, "sample"), batch_sharding=data, num_levels=levels), mesh)
-  return config, mesh, state, fn, (state.params, key, 0), steps
+  built = build.build(config, "sample")
+  fn = generate.jit_sample_fn(
+      generate.sample_fn_of(built, batch_sharding=data, num_levels=num_levels), mesh)
+  return config, mesh, fn, (state_lib.fresh_params(built, mesh), key, 0), steps
 
 
 def measure_compile(shape: dict, job: str, steps: int) -> dict:
@@ -439,14 +432,14 @@ def measure_compile(shape: dict, job: str, steps: int) -> dict:
 
 
 def measure_ours(shape: dict, job: str, steps: int) -> dict:
-  """Our train step (loss, Adam, EMA) or annealed-Langevin step, on this process's devices."""
-  config, mesh, state, fn, args, steps = _our_program(shape, job, steps)
-  key = args[-1] if job == "train" else args[1]
+  """Our train step (loss, Adam, EMA) or sampler chain, on this process's devices, compiled
+  as `main.py` compiles them."""
+  config, mesh, fn, args, steps = _our_program(shape, job, steps)
+  t0 = time.perf_counter()
+  compiled = host.compile_then_release(fn, *args)
+  compile_s = time.perf_counter() - t0
   if job == "train":
-    t0 = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_s = time.perf_counter() - t0
-    _, batch, key = args
+    state, batch, key = args
     state, m = compiled(state, batch, key)
     jax.block_until_ready(m)
     start = _start()
@@ -455,15 +448,13 @@ def measure_ours(shape: dict, job: str, steps: int) -> dict:
     jax.block_until_ready(m)
     return {**_rates(steps, start), "compile_s": compile_s,
             "gflop_per_step": program_gflop(compiled)}
-  t0 = time.perf_counter()
-  compiled = fn.lower(*args).compile()
-  compile_s = time.perf_counter() - t0
-  jax.block_until_ready(compiled(state.params, key, 0))
+  params, key, _ = args
+  jax.block_until_ready(compiled(params, key, 0))
   start = _start()
-  jax.block_until_ready(compiled(state.params, jax.random.fold_in(key, 1), 0))
+  jax.block_until_ready(compiled(params, jax.random.fold_in(key, 1), 0))
   result = {**_rates(steps, start), "compile_s": compile_s}
   if shape["model"] == "ncsnv2":
-    result.update(sampler_compile_by_levels(config, mesh, state.params))
+    result.update(sampler_compile_by_levels(config, mesh, params))
   return result
 
 
