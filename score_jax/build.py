@@ -271,7 +271,7 @@ def _edm_net(m, d, levels):
                resample_filter=tuple(m.resample_filter))
   pre = {"edm": dict(sigma_data=m.sigma_data), "iddpm": dict(M=m.M, C_1=m.C_1, C_2=m.C_2)}
   return models.NETWORKS["edm"](
-      m.arch, precond.PRECONDITIONERS[m.precond](**pre.get(m.precond, {})), size, d.channels,
+      m.arch, precond.preconditioner(m.precond, **pre.get(m.precond, {})), size, d.channels,
       label_dim=m.label_dim, augment_dim=models.AUGMENT_DIM if m.augment_p > 0 else 0, **net)
 
 
