@@ -30,9 +30,14 @@ class TrainState:
     return self.params if ema is None else ema
 
 
+def init_params(model, inputs, key):
+  """The model's initial parameters (`inputs`: what init traces)."""
+  return model.init(key, *inputs)["params"]
+
+
 def init_state(model, tx, inputs, key) -> TrainState:
   """A fresh TrainState with the model's initial parameters (`inputs`: what init traces)."""
-  params = model.init(key, *inputs)["params"]
+  params = init_params(model, inputs, key)
   return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params))
 
 
@@ -69,7 +74,7 @@ def fresh_state(built, mesh) -> TrainState:
 def fresh_params(built, mesh):
   """The initial network parameters of a `build.Built` (those of `fresh_state`), replicated
   on mesh, without the optimizer's state (Adam's moments and the EMA: 3 more copies)."""
-  return _run_once(lambda key: built.network.init(key, *built.inputs)["params"],
+  return _run_once(lambda key: init_params(built.network, built.inputs, key),
                    built.rng_keys["init"], mesh)
 
 
